@@ -1,0 +1,171 @@
+"""The task catalogue: YAML entries under `configs/tasks/`, one per task, resolved into `TaskSpec`s.
+
+Schema: docs/architecture.md ("Task spec"). Files named `mixtures*.yaml` hold named mixtures (`name: [task, ...]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FAMILIES = ("classification", "multiple_choice", "span", "summarization")
+DEFAULT_CATALOGUE = str(Path(__file__).resolve().parent.parent / "configs" / "tasks")
+FAMILY_FIELDS = {
+    "classification": ("label", "num_labels"),
+    "multiple_choice": ("label", "choices", "num_choices"),
+    "span": ("answers",),
+    "summarization": ("target",),
+}
+INPUT_COUNTS = {"classification": (1, 2, 3), "multiple_choice": (1, 2, 3), "span": (2,), "summarization": (1,)}
+DEFAULT_METRICS = {
+    "classification": ["accuracy"],
+    "multiple_choice": ["accuracy"],
+    "span": ["exact_match", "squad_f1"],
+    "summarization": ["rouge1", "rouge2", "rougeL"],
+}
+
+
+class CatalogueError(ValueError):
+    """A task entry, selection or mixture that cannot be used; the message names the task and field."""
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    family: str
+    source: dict[str, Any]
+    inputs: list[str]
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
+    label: str | None = None
+    label_map: dict[Any, int] | None = None
+    num_labels: int | None = None
+    choices: str | list[str] | None = None
+    num_choices: int | None = None
+    answers: str | None = None
+    allow_no_answer: bool = False
+    target: str | None = None
+    metrics: list[str] = field(default_factory=list)
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    catalogue_dir: str = "."  # folder of the YAML file; relative `data_files` resolve against it
+
+    @property
+    def is_regression(self) -> bool:
+        return self.family == "classification" and self.num_labels == 1
+
+    def columns(self) -> list[str]:
+        """Every source column this task reads (top-level names; dotted names reach into nested columns)."""
+        choices = [self.choices] if isinstance(self.choices, str) else list(self.choices or [])
+        named = [*self.inputs, self.label, self.answers, self.target, *choices]
+        return [c for c in named if c]
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """`datasets.load_dataset` keyword arguments, with relative local paths made absolute."""
+        kwargs = dict(self.source)
+        if "data_files" in kwargs:
+            kwargs["data_files"] = _resolve_paths(kwargs["data_files"], Path(self.catalogue_dir))
+        if "data_dir" in kwargs and not Path(kwargs["data_dir"]).is_absolute():
+            kwargs["data_dir"] = str(Path(self.catalogue_dir) / kwargs["data_dir"])
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _resolve_paths(files: Any, root: Path) -> Any:
+    if isinstance(files, dict):
+        return {k: _resolve_paths(v, root) for k, v in files.items()}
+    if isinstance(files, list):
+        return [_resolve_paths(v, root) for v in files]
+    if "://" in str(files) or Path(files).is_absolute():
+        return files
+    return str((root / files).resolve())
+
+
+def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> TaskSpec:
+    """Check one catalogue entry and turn it into a TaskSpec; errors name the task and the field."""
+    where = f"task '{name}'"
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"{where}: expected a mapping of fields, got {type(entry).__name__}")
+    known = {f.name for f in dataclasses.fields(TaskSpec)} - {"name", "catalogue_dir"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise CatalogueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    family = entry.get("family")
+    if family not in FAMILIES:
+        raise CatalogueError(f"{where}: field 'family' is {family!r}; expected one of {list(FAMILIES)}")
+    for required in ("source", "inputs", *FAMILY_FIELDS[family]):
+        if entry.get(required) in (None, "", []):
+            raise CatalogueError(f"{where}: family '{family}' needs field '{required}'")
+    if not isinstance(entry["source"], dict) or "path" not in entry["source"]:
+        raise CatalogueError(f"{where}: field 'source' needs a 'path' (hub id or json/csv/parquet builder)")
+    inputs = [entry["inputs"]] if isinstance(entry["inputs"], str) else list(entry["inputs"])
+    if len(inputs) not in INPUT_COUNTS[family]:
+        raise CatalogueError(f"{where}: field 'inputs' has {len(inputs)} column(s); family '{family}' takes "
+                             f"{' or '.join(map(str, INPUT_COUNTS[family]))}")
+    spec = TaskSpec(name=name, catalogue_dir=catalogue_dir, **{**entry, "inputs": inputs})
+    if spec.num_labels is not None and spec.num_labels < 1:
+        raise CatalogueError(f"{where}: field 'num_labels' must be >= 1 (1 = regression), got {spec.num_labels}")
+    if spec.num_choices is not None and spec.num_choices < 2:
+        raise CatalogueError(f"{where}: field 'num_choices' must be >= 2, got {spec.num_choices}")
+    if "train" not in spec.splits:
+        raise CatalogueError(f"{where}: field 'splits' needs a 'train' entry, got {spec.splits}")
+    spec.metrics = list(spec.metrics or DEFAULT_METRICS[family])
+    if spec.is_regression and spec.metrics == ["accuracy"]:
+        spec.metrics = ["pearson", "spearman"]
+    return spec
+
+
+@dataclass
+class Catalogue:
+    tasks: dict[str, TaskSpec]
+    mixtures: dict[str, list[str]]
+
+    @classmethod
+    def load(cls, paths: str | list[str] = DEFAULT_CATALOGUE) -> Catalogue:
+        """Read every `*.yaml` in the given folders/files. Task names must be unique across files."""
+        files: list[Path] = []
+        for path in [paths] if isinstance(paths, str) else paths:
+            path = Path(path)
+            if not path.exists():
+                raise CatalogueError(f"catalogue path '{path}' does not exist")
+            files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        tasks: dict[str, TaskSpec] = {}
+        mixtures: dict[str, list[str]] = {}
+        for file in files:
+            content = yaml.safe_load(file.read_text()) or {}
+            if file.name.startswith("mixtures"):
+                mixtures.update({k: list(v) for k, v in content.items()})
+                continue
+            for name, entry in content.items():
+                if name in tasks:
+                    raise CatalogueError(f"task '{name}' is defined twice (again in {file})")
+                tasks[name] = parse_entry(name, entry, str(file.parent.resolve()))
+        for mixture, names in mixtures.items():
+            missing = [n for n in names if n not in tasks]
+            if missing:
+                raise CatalogueError(f"mixture '{mixture}' names unknown task(s) {missing}")
+        return cls(tasks, mixtures)
+
+    def select(self, selection: str | list[str]) -> list[TaskSpec]:
+        """Task names, family names (that family's tasks in the `muppet` mixture) and mixture names, in order,
+        without duplicates."""
+        names: list[str] = []
+        for item in [selection] if isinstance(selection, str) else selection:
+            if item in self.tasks:
+                names.append(item)
+            elif item in self.mixtures:
+                names += self.mixtures[item]
+            elif item in FAMILIES:
+                names += [n for n in self.mixtures.get("muppet", []) if self.tasks[n].family == item]
+            else:
+                raise CatalogueError(f"unknown task or mixture '{item}' in data.tasks; known mixtures: "
+                                     f"{sorted(self.mixtures)}, families: {list(FAMILIES)}, "
+                                     f"tasks: {', '.join(sorted(self.tasks))}")
+        if not names:
+            raise CatalogueError(f"data.tasks {selection!r} selects no task")
+        return [self.tasks[n] for n in dict.fromkeys(names)]

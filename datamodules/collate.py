@@ -1,0 +1,91 @@
+"""Rows of many tasks -> one padded batch (the contract in docs/architecture.md, "Collated batch")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch.utils.data import Dataset as TorchDataset
+
+EVAL_LISTS = {"offsets": "offsets", "context": "contexts", "gold_answers": "gold_answers",
+              "example_index": "example_index"}
+
+
+class MultiTaskDataset(TorchDataset):
+    """Concatenation of per-task preprocessed datasets; global index = task offset + local index.
+    `__getitems__` fetches a batch task by task with one Arrow read each."""
+
+    def __init__(self, datasets: list[Dataset], task_ids: list[int] | None = None) -> None:
+        """task_ids: the task id of each dataset (default 0, 1, ...)."""
+        self.datasets = datasets
+        self.task_ids = task_ids or list(range(len(datasets)))
+        self.offsets = [0]
+        for ds in datasets:
+            self.offsets.append(self.offsets[-1] + len(ds))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        task = next(t for t in range(len(self.datasets)) if index < self.offsets[t + 1])
+        return task, index - self.offsets[task]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        located = [self._locate(i) for i in indices]
+        rows: list[dict[str, Any] | None] = [None] * len(indices)
+        for task in sorted({t for t, _ in located}):
+            positions = [p for p, (t, _) in enumerate(located) if t == task]
+            columns = self.datasets[task][[located[p][1] for p in positions]]
+            for k, p in enumerate(positions):
+                rows[p] = {"task_id": self.task_ids[task], **{name: values[k] for name, values in columns.items()}}
+        return rows
+
+
+def pad(sequences: list[list[int]], value: int, multiple_of: int | None = None) -> torch.Tensor:
+    width = max(map(len, sequences))
+    if multiple_of:
+        width = -(-width // multiple_of) * multiple_of
+    out = torch.full((len(sequences), width), value, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        out[i, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+class MultiTaskCollator:
+    """Flattens examples into rows (a multiple-choice example's choices become rows sharing `example_ids`)."""
+
+    def __init__(self, families: list[str], pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        self.families, self.pad_token_id, self.pad_to_multiple_of = families, pad_token_id, pad_to_multiple_of
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        seqs, task_ids, example_ids, labels, starts, ends, targets = [], [], [], [], [], [], []
+        extras: dict[str, list] = {key: [] for key in EVAL_LISTS.values()}
+        for e, ex in enumerate(examples):
+            multiple = self.families[ex["task_id"]] == "multiple_choice"
+            choices = ex["input_ids"] if multiple else [ex["input_ids"]]
+            for k, ids in enumerate(choices):
+                seqs.append(ids)
+                task_ids.append(ex["task_id"])
+                example_ids.append(e)
+                labels.append(float(k == ex["label"]) if multiple else float(ex.get("label", 0.0)))
+                starts.append(ex.get("start_positions", 0))
+                ends.append(ex.get("end_positions", 0))
+                targets.append(ex.get("target_ids") or [])
+                for key, name in EVAL_LISTS.items():
+                    extras[name].append(ex.get(key))
+        input_ids = pad(seqs, self.pad_token_id, self.pad_to_multiple_of)
+        batch: dict[str, Any] = {
+            "input_ids": input_ids,  # (R, T)
+            "attention_mask": (torch.arange(input_ids.shape[1]) < torch.tensor([[len(s)] for s in seqs])).long(),
+            "task_ids": torch.tensor(task_ids), "example_ids": torch.tensor(example_ids),
+            "labels": torch.tensor(labels), "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends),
+        }
+        if any(targets):
+            batch["target_ids"] = pad([t or [-100] for t in targets], -100)  # (R, L)
+        if any(x is not None for x in extras["offsets"]):
+            batch.update(extras)
+        return batch

@@ -1,0 +1,209 @@
+"""MultiTaskDataModule: load -> validate -> preprocess (cached) -> mixed, length-grouped, rank-sharded batches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from datasets import Dataset, load_dataset
+from datasets.fingerprint import Hasher
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer
+
+from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue, TaskSpec
+from datamodules.collate import MultiTaskCollator, MultiTaskDataset
+from datamodules.eval_sampler import EvalBatchSampler
+from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
+from datamodules.sampler import STRATEGIES, MultiTaskBatchSampler
+from datamodules.validation import DataValidationError, validate_split
+
+DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "muppet")
+
+
+class MultiTaskDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        tasks: str | list[str] = "quickstart",
+        tokenizer: str = "roberta-base",
+        catalogue: list[str] | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        sampling: str = "proportional",
+        temperature: float = 2.0,
+        max_examples_per_task: int | None = None,
+        epoch_size: int | None = None,
+        homogeneous_batches: bool = False,
+        group_by_length: bool = True,
+        max_length: int = 256,
+        max_target_length: int = 64,
+        doc_stride: int = 64,
+        max_eval_examples: int | None = None,
+        eval_batch_size: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str = DEFAULT_CACHE,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            tasks: task names, family names and/or mixture names from the catalogue (e.g. `muppet`, `glue`, `rte`).
+            tokenizer: hub id or local folder of the tokenizer (linked from the model's backbone by train.py).
+            catalogue: YAML files or folders of task entries; default `configs/tasks`.
+            batch_size: examples per training batch (when `max_tokens` is not set).
+            max_tokens: token budget per batch (rows x longest row, padding included); overrides `batch_size`.
+            sampling: which task each example comes from: `proportional` (dataset sizes), `temperature`, `uniform`.
+            temperature: T of `temperature` sampling, p ~ size^(1/T).
+            max_examples_per_task: cap on any task's examples per epoch (a catalogue entry's own cap wins).
+            epoch_size: examples per epoch (all ranks); default the sum of the capped task sizes.
+            homogeneous_batches: one task per batch (the paper's ablation) instead of mixed batches.
+            group_by_length: sort examples by length inside pools before cutting batches (less padding).
+            max_length: encoder tokens per row; longer inputs are truncated (span QA: split into windows).
+            max_target_length: summary tokens for summarization tasks.
+            doc_stride: overlap in tokens between span-QA windows.
+            max_eval_examples: cap on each task's validation/test examples (a catalogue entry's own cap wins).
+            eval_batch_size: examples per evaluation batch; default `batch_size`.
+            pad_to_multiple_of: pad the sequence axis to a multiple of this (8 helps tensor cores).
+            num_workers: DataLoader worker processes.
+            cache_dir: where tokenized datasets are cached; a second run with the same settings skips tokenization.
+            seed: seed of the task sampler (the mixture and order are a function of seed and epoch).
+        """
+        super().__init__()
+        if sampling not in STRATEGIES:
+            raise ValueError(f"data.sampling is '{sampling}'; expected one of {list(STRATEGIES)}")
+        self.save_hyperparameters()
+        self.specs: list[TaskSpec] = Catalogue.load(catalogue or [DEFAULT_CATALOGUE]).select(tasks)
+        self.lengths = Lengths(max_length, max_target_length, doc_stride)
+        self._tokenizer = None
+        self.train_set: MultiTaskDataset | None = None
+        self.eval_sets: dict[str, list[Dataset]] = {}
+        self.sampler: MultiTaskBatchSampler | None = None
+        self._resume: dict[str, int] | None = None
+
+    # ---- what the model needs to know ----------------------------------------------------------------------------
+    @property
+    def task_specs(self) -> list[dict[str, Any]]:
+        """The selected tasks as plain dicts, in task-id order (linked to `model.task_specs` by train.py)."""
+        return [s.to_dict() for s in self.specs]
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.hparams.tokenizer)
+            if not self._tokenizer.is_fast:
+                raise ValueError(f"data.tokenizer '{self.hparams.tokenizer}' has no fast tokenizer (needed for offsets)")
+        return self._tokenizer
+
+    # ---- load, validate, preprocess ------------------------------------------------------------------------------
+    def _raw(self, spec: TaskSpec, split: str) -> Dataset:
+        dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
+        cap = (spec.max_eval_examples or self.hparams.max_eval_examples) if split != "train" else None
+        return dataset.select(range(min(cap, len(dataset)))) if cap else dataset
+
+    def _preprocessed(self, spec: TaskSpec, split: str, raw: Dataset | None = None) -> Dataset:
+        raw = raw if raw is not None else self._raw(spec, split)
+        for_eval = split != "train"
+        key = Hasher.hash([raw._fingerprint, *cache_key_parts(spec, self.tokenizer, self.lengths, for_eval)])
+        path = Path(self.hparams.cache_dir) / spec.name / f"{split}-{key}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return raw.map(make_preprocess(spec, self.tokenizer, self.lengths, for_eval), batched=True,
+                       with_indices=spec.family == "span", remove_columns=raw.column_names,
+                       cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenize {spec.name}/{split}")
+
+    def _splits(self, stage: str | None) -> list[str]:
+        return {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],
+                "predict": ["test"]}.get(stage or "fit", ["train", "validation"])
+
+    def prepare_data(self) -> None:
+        """Runs on one process per node: load and check every split first, then tokenize into the cache."""
+        raws = {}
+        for spec in self.specs:
+            for split in ("train", "validation", "test"):
+                if split not in spec.splits and split != "validation":
+                    continue
+                if split == "validation" and split not in spec.splits:
+                    raise DataValidationError(f"task '{spec.name}': no 'validation' split in field 'splits' "
+                                              f"({spec.splits})")
+                raws[spec.name, split] = raw = self._raw(spec, split)
+                validate_split(spec, split, raw)
+        rows = []
+        for spec in self.specs:
+            for split in ("train", "validation", "test"):
+                if (spec.name, split) in raws:
+                    self._preprocessed(spec, split, raws[spec.name, split])
+            rows.append(f"  {spec.name:<28} {spec.family:<16} train {len(raws[spec.name, 'train']):>9,}  "
+                        f"validation {len(raws[spec.name, 'validation']):>7,}")
+        rank_zero_info(f"{len(self.specs)} task(s) selected:\n" + "\n".join(rows))
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = self._splits(stage)
+        if "train" in splits:
+            self.train_set = MultiTaskDataset([self._preprocessed(s, "train") for s in self.specs])
+        for split in splits:
+            if split != "train":
+                self.eval_sets[split] = [self._preprocessed(s, split) if split in s.splits else None for s in self.specs]
+
+    # ---- loaders -------------------------------------------------------------------------------------------------
+    def _collator(self) -> MultiTaskCollator:
+        return MultiTaskCollator([s.family for s in self.specs], self.tokenizer.pad_token_id,
+                                 self.hparams.pad_to_multiple_of)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        world_size, rank = self._world()
+        columns = [ds.select_columns(["length", "input_ids"]) for ds in self.train_set.datasets]
+        rows = [[len(x) for x in c["input_ids"]] if s.family == "multiple_choice" else np.ones(len(c), dtype=int)
+                for s, c in zip(self.specs, columns)]
+        caps = [s.max_train_examples or self.hparams.max_examples_per_task for s in self.specs]
+        self.sampler = MultiTaskBatchSampler(
+            [np.asarray(c["length"]) for c in columns], rows, strategy=self.hparams.sampling,
+            temperature=self.hparams.temperature, caps=caps, batch_size=self.hparams.batch_size,
+            max_tokens=self.hparams.max_tokens, homogeneous=self.hparams.homogeneous_batches,
+            group_by_length=self.hparams.group_by_length, epoch_size=self.hparams.epoch_size,
+            num_replicas=world_size, rank=rank, seed=self.hparams.seed)
+        if self._resume:
+            self.sampler.resume_from(self._resume["epoch"], self._resume["batches_done"])
+        return DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=self._collator(),
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        world_size, rank = self._world()
+        loaders = []
+        for task_id, (spec, dataset) in enumerate(zip(self.specs, self.eval_sets[split])):
+            if dataset is None:
+                continue
+            groups = dataset["example_index"] if spec.family == "span" else None
+            sampler = EvalBatchSampler(len(dataset), self.hparams.eval_batch_size or self.hparams.batch_size,
+                                       groups, world_size, rank)
+            loaders.append(DataLoader(MultiTaskDataset([dataset], [task_id]), batch_sampler=sampler,
+                                      collate_fn=self._collator(), num_workers=self.hparams.num_workers))
+        return loaders
+
+    def eval_task_ids(self, split: str = "validation") -> list[int]:
+        """Task id of each evaluation dataloader (dataloader_idx -> task id)."""
+        return [t for t, ds in enumerate(self.eval_sets.get(split, [])) if ds is not None]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("validation")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    # ---- exact resume --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self.trainer is None or self.sampler is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state) if state else None

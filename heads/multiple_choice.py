@@ -1,0 +1,39 @@
+"""Multiple choice: score every (context, choice) row, softmax over the choices of each example."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.base import MASKED, BackboneOutput, Head
+
+
+def group_rows(scores: torch.Tensor, example_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R,) scores of rows grouped by (contiguous) example id -> (E, K) padded with MASKED, and (E,) choice counts."""
+    _, counts = torch.unique_consecutive(example_ids, return_counts=True)
+    grouped = scores.new_full((len(counts), int(counts.max())), MASKED)
+    position = torch.arange(len(scores), device=scores.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts)
+    grouped[torch.repeat_interleave(torch.arange(len(counts), device=scores.device), counts), position] = scores
+    return grouped, counts
+
+
+class MultipleChoiceHead(Head):
+    family = "multiple_choice"
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dense, self.dropout = nn.Linear(hidden_size, hidden_size), nn.Dropout(dropout)
+        self.scorer = nn.Linear(hidden_size, 1)
+
+    def forward(self, out: BackboneOutput, batch: dict, rows: torch.Tensor) -> torch.Tensor:  # -> (E_t, K)
+        scores = self.scorer(self.dropout(torch.tanh(self.dense(self.dropout(out.pooled[rows]))))).squeeze(-1)
+        return group_rows(scores.float(), batch["example_ids"][rows])[0]
+
+    def example_losses(self, logits, batch, rows):
+        correct, counts = group_rows(batch["labels"][rows].float(), batch["example_ids"][rows])
+        return F.cross_entropy(logits, correct.argmax(-1), reduction="none"), counts.float()
+
+    def targets(self, batch: dict, rows: torch.Tensor) -> torch.Tensor:
+        return group_rows(batch["labels"][rows].float(), batch["example_ids"][rows])[0].argmax(-1)

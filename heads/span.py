@@ -1,0 +1,54 @@
+"""Extractive QA: start/end logits over each row's input positions; answers decoded per example across its windows,
+with a maximum answer length and SQuAD v2's no-answer option (the `<s>`/`[CLS]` position)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.base import MASKED, BackboneOutput, Head
+
+
+class SpanHead(Head):
+    family = "span"
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.qa_outputs = nn.Linear(hidden_size, 2)
+
+    def forward(self, out: BackboneOutput, batch: dict, rows: torch.Tensor) -> torch.Tensor:  # -> (R_t, 2, T)
+        logits = self.qa_outputs(out.hidden[rows]).float().transpose(1, 2)
+        return logits.masked_fill(batch["attention_mask"][rows, None, :] == 0, MASKED)
+
+    def example_losses(self, logits, batch, rows):
+        start = F.cross_entropy(logits[:, 0], batch["start_positions"][rows], reduction="none")
+        end = F.cross_entropy(logits[:, 1], batch["end_positions"][rows], reduction="none")
+        return (start + end) / 2, batch["attention_mask"][rows].sum(-1).float()
+
+    def distributions(self, logits, batch, rows):
+        return [logits[:, 0], logits[:, 1]]
+
+
+def decode_answers(logits: torch.Tensor, example_ids: list[int], offsets: list, contexts: list[str],
+                   allow_no_answer: bool, max_answer_length: int = 30, top_k: int = 20) -> dict[int, str]:
+    """Best answer text per example over all its windows (`run_qa.py` post-processing)."""
+    best: dict[int, tuple[float, str]] = {}
+    null: dict[int, float] = {}
+    for start_logits, end_logits, example, window, context in zip(
+            logits[:, 0].tolist(), logits[:, 1].tolist(), example_ids, offsets, contexts):
+        null[example] = min(null.get(example, float("inf")), start_logits[0] + end_logits[0])
+        starts = sorted(range(len(window)), key=lambda i: -start_logits[i])[:top_k]
+        ends = sorted(range(len(window)), key=lambda i: -end_logits[i])[:top_k]
+        for s in starts:
+            for e in ends:
+                if window[s] is None or window[e] is None or e < s or e - s + 1 > max_answer_length:
+                    continue
+                score = start_logits[s] + end_logits[e]
+                if score > best.get(example, (float("-inf"), ""))[0]:
+                    best[example] = (score, context[window[s][0]:window[e][1]])
+    answers = {}
+    for example in null:
+        score, text = best.get(example, (float("-inf"), ""))
+        answers[example] = "" if allow_no_answer and null[example] > score else text
+    return answers

@@ -1,0 +1,94 @@
+"""The shared model: any Hugging Face encoder (first-token pooling) or encoder-decoder such as BART (the decoder
+reads the same tokens; pooled = state at the final EOS, as BartForSequenceClassification), one forward per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from heads.base import BackboneOutput
+
+
+def build_backbone(name_or_path: str, config: dict[str, Any] | None, tokenizer: PreTrainedTokenizerBase
+                   ) -> PreTrainedModel:
+    """`from_pretrained(name_or_path)`, or a randomly initialised model from `config` (keys of the model's config
+    class plus `model_type`); special-token ids and vocabulary size then come from the tokenizer."""
+    if config is None:
+        model_config = AutoConfig.from_pretrained(name_or_path)
+        auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModel
+        return auto.from_pretrained(name_or_path)
+    config = dict(config)
+    model_type = config.pop("model_type")
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+           "bos_token_id": tokenizer.bos_token_id or tokenizer.cls_token_id,
+           "eos_token_id": tokenizer.eos_token_id or tokenizer.sep_token_id}
+    model_config = AutoConfig.for_model(model_type, **{**ids, **config})
+    if model_config.is_encoder_decoder:
+        model_config.decoder_start_token_id = config.get("decoder_start_token_id", ids["eos_token_id"])
+        model_config.forced_eos_token_id = ids["eos_token_id"]
+        return AutoModelForSeq2SeqLM.from_config(model_config)
+    return AutoModel.from_config(model_config)
+
+
+def shift_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
+    shifted = ids.new_full(ids.shape, pad_token_id)
+    shifted[:, 1:] = ids[:, :-1]
+    shifted[:, 0] = start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class Backbone(nn.Module):
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.d_model if self.is_encoder_decoder else self.config.hidden_size
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def forward(self, batch: dict, summarization_rows: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> BackboneOutput:
+        input_ids, mask = batch["input_ids"], batch["attention_mask"]
+        embeds = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
+        if not self.is_encoder_decoder:
+            hidden = self.model(attention_mask=mask, **embeds).last_hidden_state  # (R, T, H)
+            return BackboneOutput(hidden=hidden, pooled=hidden[:, 0])
+        decoder_ids = self._decoder_inputs(batch, summarization_rows)  # (R, max(T, L))
+        hidden = self.model.model(attention_mask=mask, decoder_input_ids=decoder_ids, **embeds).last_hidden_state
+        width = input_ids.shape[1]
+        eos = input_ids.eq(self.config.eos_token_id) & mask.bool()
+        last_eos = width - 1 - eos.flip(1).int().argmax(1)  # (R,) position of the final EOS
+        out = BackboneOutput(hidden=hidden[:, :width], pooled=hidden[torch.arange(len(hidden)), last_eos])
+        if summarization_rows is not None and len(summarization_rows):
+            length = batch["target_ids"].shape[1]
+            logits = self.model.lm_head(hidden[summarization_rows, :length])  # (R_sum, L, V)
+            out.lm_logits = logits + self.model.final_logits_bias.to(logits.dtype) \
+                if hasattr(self.model, "final_logits_bias") else logits
+            out.lm_rows = summarization_rows
+        return out
+
+    def _decoder_inputs(self, batch: dict, summarization_rows: torch.Tensor | None) -> torch.Tensor:
+        """Every row reads its own input (shifted right); summarization rows read their shifted summary."""
+        pad, start = self.config.pad_token_id, self.config.decoder_start_token_id
+        source = batch["input_ids"]
+        if summarization_rows is None or not len(summarization_rows):
+            return shift_right(source, pad, start)
+        targets = batch["target_ids"]
+        width = max(source.shape[1], targets.shape[1])
+        ids = source.new_full((len(source), width), pad)
+        ids[:, :source.shape[1]] = source
+        ids[summarization_rows] = pad
+        ids[summarization_rows, :targets.shape[1]] = targets[summarization_rows].masked_fill(
+            targets[summarization_rows] == -100, pad)
+        return shift_right(ids, pad, start)
+
+    def generate(self, batch: dict, **kwargs: Any) -> torch.Tensor:
+        return self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)

@@ -1,0 +1,113 @@
+"""Export a pre-finetuned model as a Hugging Face folder, and start a later run from one (or from a checkpoint).
+
+Folder layout: the backbone's `save_pretrained` files (`AutoModel.from_pretrained(folder)` loads them; BART is
+saved with its LM head as `BartForConditionalGeneration`), the tokenizer, `muppet_heads.pt` (head weights by head
+key) and `muppet_tasks.json` (the task specs the heads were trained on).
+
+    python -m lightning_modules.export --checkpoint path/to/last.ckpt --output exported/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+HEADS_FILE, TASKS_FILE = "muppet_heads.pt", "muppet_tasks.json"
+
+
+def save_export(module: LightningModule, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    module.backbone.model.save_pretrained(folder)
+    module.tokenizer.save_pretrained(folder)
+    torch.save({k: v.detach().cpu() for k, v in module.heads.state_dict().items()}, folder / HEADS_FILE)
+    tasks = [{"name": s.name, "family": s.family, "head": key, "num_labels": s.num_labels}
+             for s, key in zip(module.specs, module.head_keys)]
+    (folder / TASKS_FILE).write_text(json.dumps(tasks, indent=2))
+    return folder
+
+
+def _heads_of(source: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(head state dict, task name -> head key) of an export folder or a Lightning checkpoint."""
+    if source.is_dir():
+        heads = torch.load(source / HEADS_FILE, map_location="cpu")
+        tasks = json.loads((source / TASKS_FILE).read_text())
+        return heads, {t["name"]: t["head"] for t in tasks}
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    heads = {k[len("heads."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("heads.")}
+    hparams = checkpoint.get("hyper_parameters", {})
+    from lightning_modules.heads_factory import head_key
+    from datamodules.catalogue import TaskSpec
+    keys = {t["name"]: head_key(TaskSpec(**t), hparams.get("shared_multiple_choice_head", True),
+                                hparams.get("shared_span_head", True)) for t in hparams.get("task_specs", [])}
+    return heads, keys
+
+
+def load_initial_weights(module: LightningModule, source: str, reuse_heads: bool) -> None:
+    """Backbone weights from a `.ckpt` (an export folder is loaded as the backbone itself); with `reuse_heads`, the
+    heads of tasks present in both runs whose shapes match."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"model.init_from '{source}' does not exist")
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        module.backbone.load_state_dict(backbone)
+    if not reuse_heads:
+        return
+    old_heads, old_keys = _heads_of(path)
+    reused = []
+    for spec, key in zip(module.specs, module.head_keys):
+        if spec.name not in old_keys:
+            continue
+        prefix = old_keys[spec.name] + "."
+        weights = {k[len(prefix):]: v for k, v in old_heads.items() if k.startswith(prefix)}
+        target = module.heads[key].state_dict()
+        if weights and all(k in weights and weights[k].shape == v.shape for k, v in target.items()):
+            module.heads[key].load_state_dict(weights)
+            reused.append(spec.name)
+    rank_zero_info(f"reused pre-finetuned heads for {len(reused)} task(s): {reused}")
+
+
+class ExportPretrained(Callback):
+    """At the end of `fit`, export the model (the best checkpoint's weights when one is monitored) as a Hugging
+    Face folder: `<log_dir>/export` unless `dirpath` is given."""
+
+    def __init__(self, dirpath: str | None = None, use_best: bool = True) -> None:
+        """
+        Args:
+            dirpath: output folder; default `export/` inside the run's log folder.
+            use_best: export the best checkpoint's weights (by the ModelCheckpoint monitor) instead of the last.
+        """
+        self.dirpath, self.use_best = dirpath, use_best
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if self.use_best and best and Path(best).exists():
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            pl_module.load_state_dict(state)
+        self._export(trainer, pl_module)
+
+    @rank_zero_only
+    def _export(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        folder = Path(self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "export")
+        save_export(pl_module, folder)
+        rank_zero_info(f"exported the pre-finetuned model to {folder}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a Lightning checkpoint of MuppetModule")
+    parser.add_argument("--output", required=True, help="folder to write")
+    args = parser.parse_args()
+    from lightning_modules.muppet import MuppetModule
+    module = MuppetModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    print(f"exported to {save_export(module, Path(args.output))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""MuppetModule: one backbone forward per mixed batch, per-family heads, losses scaled by 1/log n(task)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from transformers import AutoTokenizer
+
+from datamodules.catalogue import TaskSpec
+from heads.base import BackboneOutput, Head
+from lightning_modules.backbone import Backbone, build_backbone
+from lightning_modules.evaluation import EvaluationMixin
+from lightning_modules.heads_factory import build_heads
+from lightning_modules.optim import PaperAdamW, decay_groups, linear_warmup_decay
+from lightning_modules.r3f import symmetric_kl
+
+LOSS_SCALING = ("log", "none")
+
+
+class MuppetModule(EvaluationMixin, L.LightningModule):
+    def __init__(
+        self,
+        backbone: str | None = "roberta-base",
+        backbone_config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        task_specs: list[dict[str, Any]] | None = None,
+        loss_scaling: str = "log",
+        shared_multiple_choice_head: bool = True,
+        shared_span_head: bool = True,
+        dropout: float = 0.1,
+        label_smoothing: float = 0.1,
+        optimizer: OptimizerCallable = PaperAdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        warmup: float = 0.06,
+        r3f_lambda: float = 0.0,
+        r3f_noise: str = "uniform",
+        r3f_eps: float = 1e-5,
+        max_answer_length: int = 30,
+        num_beams: int = 4,
+        max_new_tokens: int = 64,
+        max_generation_examples: int = 200,
+        init_from: str | None = None,
+        reuse_heads: bool = False,
+    ) -> None:
+        """
+        Args:
+            backbone: hub id or folder for `from_pretrained` (a tokenizer and config are read from it too).
+            backbone_config: build a randomly initialised backbone from this config instead (`model_type` plus
+                config fields, e.g. {model_type: roberta, hidden_size: 64}); vocabulary size comes from the tokenizer.
+            tokenizer: hub id or folder of the tokenizer; default the backbone's.
+            task_specs: the selected tasks (catalogue entries), linked from `data.tasks` by train.py.
+            loss_scaling: `log` divides each example's loss by log n(task) (the paper's), `none` leaves it.
+            shared_multiple_choice_head: one scorer for the whole multiple-choice family (paper) or one per task.
+            shared_span_head: one start/end head for all span tasks or one per task.
+            dropout: dropout inside classification and multiple-choice heads.
+            label_smoothing: label smoothing of the summarization cross-entropy.
+            optimizer: optimizer class and arguments; default AdamW(lr 1e-5, betas (0.9, 0.98), eps 1e-6, wd 0.01).
+            scheduler: LR scheduler; default linear warmup then linear decay to 0 over the run.
+            warmup: warmup of the default schedule: a fraction of the total steps (< 1) or a step count.
+            r3f_lambda: weight of the R3F symmetric-KL term (0 = off).
+            r3f_noise: R3F input-embedding noise: `uniform` or `normal`.
+            r3f_eps: R3F noise scale.
+            max_answer_length: longest span-QA answer in tokens when decoding.
+            num_beams: beam size of summarization generation in validation.
+            max_new_tokens: longest generated summary in validation.
+            max_generation_examples: summaries generated (and ROUGE-scored) per task and validation run.
+            init_from: start from a pre-finetuned model: an exported folder or a Lightning `.ckpt` (backbone weights).
+            reuse_heads: with `init_from`, also load the heads of tasks present in both runs.
+        """
+        super().__init__()
+        if loss_scaling not in LOSS_SCALING:
+            raise ValueError(f"model.loss_scaling is '{loss_scaling}'; expected one of {list(LOSS_SCALING)}")
+        if r3f_noise not in ("uniform", "normal"):
+            raise ValueError(f"model.r3f_noise is '{r3f_noise}'; expected 'uniform' or 'normal'")
+        if not task_specs:
+            raise ValueError("model.task_specs is empty: train.py links it from data.tasks")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.specs = [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in task_specs]
+        folder = init_from if init_from and Path(init_from).is_dir() else None
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or folder or backbone)
+        self.backbone = Backbone(build_backbone(folder or backbone, None if folder else backbone_config, self.tokenizer))
+        if any(s.family == "summarization" for s in self.specs) and not self.backbone.is_encoder_decoder:
+            raise ValueError("summarization tasks need an encoder-decoder backbone (e.g. BART): "
+                             f"{[s.name for s in self.specs if s.family == 'summarization']}")
+        self.heads, self.head_keys = build_heads(self.specs, self.backbone, dropout, label_smoothing,
+                                                 shared_multiple_choice_head, shared_span_head)
+        self.register_buffer("families", torch.tensor([["classification", "multiple_choice", "span",
+                                                        "summarization"].index(s.family) for s in self.specs]))
+        self.register_buffer("examples_seen", torch.zeros(len(self.specs), dtype=torch.long))
+        self._window_examples, self._last_step_time = 0, None
+        if init_from:
+            self._init_from(init_from, reuse_heads)
+        self._setup_evaluation()
+
+    # ---- forward ---------------------------------------------------------------------------------------------------
+    def head_of(self, task: int) -> Head:
+        return self.heads[self.head_keys[task]]
+
+    def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None
+                ) -> tuple[BackboneOutput, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """One backbone forward for the whole batch; {task id: (rows, head logits)} for each task in it."""
+        summarization = (self.families[batch["task_ids"]] == 3).nonzero().squeeze(1)
+        out = self.backbone(batch, summarization, inputs_embeds)
+        logits = {}
+        for task in batch["task_ids"].unique().tolist():
+            rows = (batch["task_ids"] == task).nonzero().squeeze(1)
+            logits[task] = (rows, self.head_of(task)(out, batch, rows))
+        return out, logits
+
+    def task_losses(self, batch: dict, logits: dict) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """{task: (scaled, raw)} per-example losses; scaled = raw / log n unless scaling is off or n is None."""
+        losses = {}
+        for task, (rows, task_logits) in logits.items():
+            raw, n = self.head_of(task).example_losses(task_logits, batch, rows)
+            scaled = raw / torch.log(n) if self.hparams.loss_scaling == "log" and n is not None else raw
+            losses[task] = (scaled, raw)
+        return losses
+
+    # ---- training ------------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out, logits = self(batch)
+        losses = self.task_losses(batch, logits)
+        total = sum(scaled.sum() for scaled, _ in losses.values())
+        examples = sum(len(scaled) for scaled, _ in losses.values())
+        if self.hparams.r3f_lambda > 0:
+            total = total + self.hparams.r3f_lambda * self._r3f(batch, logits) * examples
+        # every head takes part (with weight 0), so DDP needs no find_unused_parameters
+        total = total + 0.0 * sum(p.sum() for p in self._always_used)
+        self._window_examples += examples
+        self._log_training(batch, losses, total.detach() / examples, examples)
+        return total
+
+    @property
+    def _always_used(self) -> list[nn.Parameter]:
+        pooler = getattr(self.backbone.model, "pooler", None)
+        return [*self.heads.parameters(), *(pooler.parameters() if pooler is not None else [])]
+
+    def _r3f(self, batch: dict, logits: dict) -> torch.Tensor:
+        """Mean symmetric KL between predictions on clean and noised input embeddings (Aghajanyan et al., 2020)."""
+        embeds = self.backbone.embed(batch["input_ids"])
+        noise = (torch.rand_like(embeds) * 2 - 1 if self.hparams.r3f_noise == "uniform"
+                 else torch.randn_like(embeds)) * self.hparams.r3f_eps
+        _, noisy = self(batch, inputs_embeds=embeds + noise)
+        terms = [symmetric_kl(c, n) for task, (rows, clean) in logits.items()
+                 for c, n in zip(self.head_of(task).distributions(clean, batch, rows),
+                                 self.head_of(task).distributions(noisy[task][1], batch, rows))]
+        return torch.stack(terms).mean() if terms else logits[next(iter(logits))][1].sum() * 0.0
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients of summed losses -> the mean over every example of the update (all micro-batches, all ranks),
+        however many examples each micro-batch held."""
+        total = self.trainer.strategy.reduce(torch.tensor(float(self._window_examples), device=self.device),
+                                             reduce_op="sum")
+        factor = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(float(total), 1.0)
+        for p in self.parameters():
+            if p.grad is not None:
+                p.grad.mul_(factor)
+        self._window_examples = 0
+
+    def _log_training(self, batch: dict, losses: dict, loss: torch.Tensor, examples: int) -> None:
+        size = len(batch["task_ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=examples)
+        for task, (scaled, raw) in losses.items():
+            name = self.specs[task].name
+            self.log(f"train/{name}/loss", scaled.mean(), batch_size=len(scaled))
+            self.log(f"train/{name}/raw_loss", raw.mean(), batch_size=len(raw))
+            self.examples_seen[task] += len(scaled)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            elapsed = now - self._last_step_time
+            world = self.trainer.world_size
+            self.log("train/examples_per_s", examples * world / elapsed, batch_size=size)
+            self.log("train/tokens_per_s", batch["attention_mask"].sum().float() * world / elapsed, batch_size=size)
+        self._last_step_time = now
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self._log_mixture()
+
+    def _log_mixture(self) -> None:
+        """Realized mixture (fraction of examples seen per task) beside the sampler's target proportions."""
+        seen = self.examples_seen.float() / self.examples_seen.sum().clamp(min=1)
+        sampler = getattr(getattr(self.trainer, "datamodule", None), "sampler", None)
+        for task, spec in enumerate(self.specs):
+            self.log(f"mixture/{spec.name}/realized", seen[task], on_step=True, on_epoch=False)
+            if sampler is not None:
+                self.log(f"mixture/{spec.name}/target", float(sampler.proportions[task]), on_step=True,
+                         on_epoch=False)
+
+    # ---- optimizer -----------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer(decay_groups(self))
+        if self.scheduler is not None:
+            scheduler = self.scheduler(optimizer)
+        else:
+            scheduler = linear_warmup_decay(optimizer, int(self.trainer.estimated_stepping_batches),
+                                            self.hparams.warmup)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- export and initialisation -------------------------------------------------------------------------------
+    def export_pretrained(self, folder: str | Path) -> Path:
+        """A Hugging Face folder: `save_pretrained` of backbone and tokenizer; heads and task specs beside them."""
+        from lightning_modules.export import save_export
+        return save_export(self, Path(folder))
+
+    def _init_from(self, source: str, reuse_heads: bool) -> None:
+        from lightning_modules.export import load_initial_weights
+        load_initial_weights(self, source, reuse_heads)
+
+    @staticmethod
+    def scale(n: float) -> float:
+        """The loss divisor of an output space of size n (documented in docs/architecture.md)."""
+        return math.log(n)

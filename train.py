@@ -1,0 +1,52 @@
+"""MUPPET pre-finetuning: `python train.py fit --config configs/quickstart.yaml` (see README.md)."""
+
+from pathlib import Path
+
+from jsonargparse import lazy_instance
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from datamodules.multitask import MultiTaskDataModule
+from lightning_modules.export import ExportPretrained
+from lightning_modules.muppet import MuppetModule
+
+
+def tokenizer_source(backbone: str | None, tokenizer: str | None, init_from: str | None) -> str | None:
+    """The tokenizer is given once: `model.tokenizer`, else an exported `model.init_from` folder, else the backbone."""
+    return tokenizer or (init_from if init_from and Path(init_from).is_dir() else None) or backbone
+
+
+def sampler_seed(seed: int | bool | None) -> int:
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
+class MuppetCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments(("model.backbone", "model.tokenizer", "model.init_from"), "data.tokenizer",
+                              compute_fn=tokenizer_source)
+        parser.link_arguments("seed_everything", "data.seed", compute_fn=sampler_seed)
+        parser.link_arguments("data.task_specs", "model.task_specs", apply_on="instantiate")
+        # callbacks that are always on, each with its own config section
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/score", "checkpoint.mode": "max", "checkpoint.save_last": True,
+                             "checkpoint.filename": "step{step}-score{val/score:.4f}",
+                             "checkpoint.auto_insert_metric_name": False})
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(ExportPretrained, "export")
+
+
+TRAINER_DEFAULTS = {
+    "use_distributed_sampler": False,  # the data module shards batches across ranks itself
+    "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="muppet"),
+}
+
+
+def main(args: list[str] | None = None) -> MuppetCLI:
+    return MuppetCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
+                     trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, args=args)
+
+
+if __name__ == "__main__":
+    main()
