@@ -82,9 +82,12 @@ def span(rng: random.Random) -> dict:
 
 
 def summary(rng: random.Random) -> dict:
-    head = f"the {rng.choice(ADJECTIVES)} {rng.choice(ALL_NOUNS)} {rng.choice(VERBS)} the {rng.choice(ALL_NOUNS)} ."
-    rest = [f"it was {rng.choice(FILLER)} {rng.choice(ADJECTIVES)} near the {rng.choice(PLACES)} ." for _ in range(3)]
-    return {"article": " ".join([head, *rest]), "highlights": head}
+    """The headline names the kind of thing the article is about and where it happened."""
+    kind, place = rng.choice(list(NOUNS)), rng.choice(PLACES)
+    first, second = rng.sample(NOUNS[kind], 2)
+    sentences = [f"the {rng.choice(ADJECTIVES)} {first} {rng.choice(VERBS)} the {second} near the {place} .",
+                 *(f"it was {rng.choice(FILLER)} {rng.choice(ADJECTIVES)} ." for _ in range(2))]
+    return {"article": " ".join(sentences), "highlights": f"{kind} {place}"}
 
 
 TASKS = {"sentiment": sentiment, "topic_pair": topic_pair, "rating": rating, "choice": choice, "span": span,
