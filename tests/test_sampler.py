@@ -1,0 +1,111 @@
+"""The multi-task batch sampler: mixture, mixing, token budget, rank sharding, exact resume."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from datamodules.sampler import MultiTaskBatchSampler, target_proportions
+
+
+def lengths_of(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(5, 120, size=n) for n in sizes]
+
+
+def task_of(sampler, index):
+    return int(np.searchsorted(sampler.offsets, index, side="right") - 1)
+
+
+def realized(sampler, epochs=1):
+    counts = Counter()
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        counts.update(task_of(sampler, i) for batch in sampler for i in batch)
+    total = sum(counts.values())
+    return np.array([counts[t] / total for t in range(len(sampler.sizes))])
+
+
+@pytest.mark.parametrize("strategy", ["proportional", "temperature", "uniform"])
+def test_empirical_mixture_matches_strategy(strategy):
+    sizes = [5000, 1000, 200]
+    sampler = MultiTaskBatchSampler(lengths_of(sizes), strategy=strategy, temperature=2.0, batch_size=32)
+    expected = target_proportions(sizes, strategy, 2.0)
+    assert np.allclose(realized(sampler, epochs=2), expected, atol=0.01)
+    assert not np.allclose(target_proportions(sizes, "proportional"), target_proportions(sizes, "uniform"), atol=0.1)
+
+
+def test_caps_limit_a_task_per_epoch():
+    sampler = MultiTaskBatchSampler(lengths_of([5000, 500]), caps=[500, None], batch_size=50)
+    assert np.allclose(realized(sampler), [0.5, 0.5], atol=0.01)
+
+
+def test_small_task_is_reused_not_exhausted():
+    sizes = [10_000, 10]
+    sampler = MultiTaskBatchSampler(lengths_of(sizes), strategy="uniform", batch_size=64)
+    seen = [i for batch in sampler for i in batch if task_of(sampler, i) == 1]
+    assert len(seen) > 100 * sizes[1] * 0.9  # about 5000 draws of 10 examples
+    assert set(seen) == set(range(sampler.offsets[1], sampler.offsets[1] + 10))
+
+
+def test_mixed_batches_hold_several_tasks_and_homogeneous_hold_one():
+    sizes = [2000] * 6
+    mixed = MultiTaskBatchSampler(lengths_of(sizes), batch_size=32, group_by_length=False)
+    per_batch = [len({task_of(mixed, i) for i in b}) for b in mixed]
+    assert np.mean(per_batch) > 4
+    homogeneous = MultiTaskBatchSampler(lengths_of(sizes), batch_size=32, homogeneous=True)
+    assert all(len({task_of(homogeneous, i) for i in b}) == 1 for b in homogeneous)
+    assert len({task_of(homogeneous, b[0]) for b in homogeneous}) == 6
+
+
+def test_token_budget_counts_every_row_and_groups_lengths():
+    lengths = lengths_of([3000, 3000])
+    rows = [np.ones(3000, dtype=int), np.full(3000, 4)]  # task 1: 4 choices per example
+    budget = 2048
+    grouped = MultiTaskBatchSampler([l * r for l, r in zip(lengths, rows)], rows, max_tokens=budget)
+    flat_rows, flat_len = np.concatenate(rows), np.concatenate(lengths)
+    for batch in grouped:
+        cost = flat_rows[batch].sum() * flat_len[batch].max()
+        assert cost <= budget or len(batch) == 1
+    random = MultiTaskBatchSampler([l * r for l, r in zip(lengths, rows)], rows, max_tokens=budget,
+                                   group_by_length=False)
+
+    def real_fraction(sampler):
+        real = sum(int((flat_len[b] * flat_rows[b]).sum()) for b in sampler)
+        padded = sum(int(flat_rows[b].sum() * flat_len[b].max()) for b in sampler)
+        return real / padded
+    assert real_fraction(grouped) > 0.9 > real_fraction(random)
+
+
+def test_ranks_get_disjoint_examples_and_equal_batch_counts_with_100x_imbalance():
+    sizes = [20_000, 200]
+    lengths = lengths_of(sizes)
+    ranks = [MultiTaskBatchSampler(lengths, max_tokens=1024, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
+    for epoch in (0, 1):
+        for s in ranks:
+            s.set_epoch(epoch)
+        batches = [list(s) for s in ranks]
+        assert len(batches[0]) == len(batches[1]) == len(ranks[0]) == len(ranks[1]) > 0
+        seen = [{i for b in rank_batches for i in b} for rank_batches in batches]
+        assert not seen[0] & seen[1]
+        assert all(any(task_of(ranks[0], i) == 1 for i in s) for s in seen)  # the small task reaches both ranks
+
+
+def test_same_seed_and_epoch_give_the_same_plan_and_epochs_differ():
+    lengths = lengths_of([500, 300])
+    a, b = MultiTaskBatchSampler(lengths, seed=7), MultiTaskBatchSampler(lengths, seed=7)
+    assert list(a) == list(b)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+
+
+def test_resume_yields_exactly_the_remaining_batches():
+    lengths = lengths_of([800, 300, 50])
+    full = MultiTaskBatchSampler(lengths, strategy="temperature", max_tokens=512, seed=11)
+    full.set_epoch(2)
+    everything = list(full)
+    resumed = MultiTaskBatchSampler(lengths, strategy="temperature", max_tokens=512, seed=11)
+    resumed.set_epoch(2)
+    resumed.resume_from(epoch=2, batches_done=5)
+    assert list(resumed) == everything[5:]
+    assert list(resumed) == everything  # the skip applies once; the next pass is the whole epoch again
