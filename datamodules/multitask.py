@@ -99,7 +99,13 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     # ---- load, validate, preprocess ------------------------------------------------------------------------------
     def _raw(self, spec: TaskSpec, split: str) -> Dataset:
-        dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
+        try:
+            dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
+        except ValueError as error:
+            if "corresponds to no data" in str(error):
+                raise DataValidationError(f"task '{spec.name}', split '{split}': the split is empty") from error
+            raise DataValidationError(f"task '{spec.name}', split '{split}': could not load "
+                                      f"{spec.splits[split]!r} from {spec.source}: {error}") from error
         cap = (spec.max_eval_examples or self.hparams.max_eval_examples) if split != "train" else None
         return dataset.select(range(min(cap, len(dataset)))) if cap else dataset
 
