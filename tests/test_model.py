@@ -1,0 +1,160 @@
+"""MuppetModule and heads on tiny random RoBERTa, BART and BERT backbones."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from datamodules.collate import MultiTaskCollator
+from lightning_modules.muppet import MuppetModule
+from tests.conftest import demo_datamodule
+
+ENCODER_TASKS = ["demo_sentiment", "demo_topic_pair", "demo_rating", "demo_choice", "demo_span"]
+ALL_TASKS = ENCODER_TASKS + ["demo_summary"]
+
+
+@pytest.fixture(scope="module")
+def encoder_data(demo_cache):
+    return demo_datamodule(ENCODER_TASKS, demo_cache, batch_size=40, group_by_length=False)
+
+
+@pytest.fixture(scope="module")
+def all_data(demo_cache):
+    return demo_datamodule(ALL_TASKS, demo_cache, batch_size=48, group_by_length=False)
+
+
+def module_for(backbone: str, data, **kwargs) -> MuppetModule:
+    torch.manual_seed(0)
+    return MuppetModule(backbone=backbone, task_specs=data.task_specs, dropout=0.0, **kwargs)
+
+
+def first_batch(data) -> dict:
+    return next(iter(data.train_dataloader()))
+
+
+def rows_of(batch: dict, task: int) -> dict:
+    """The task's rows as a batch of their own, trimmed to their own padding."""
+    rows = (batch["task_ids"] == task).nonzero().squeeze(1)
+    sub = {k: v[rows] for k, v in batch.items() if torch.is_tensor(v)}
+    sub["example_ids"] = sub["example_ids"] - sub["example_ids"].min()
+    width = int(sub["attention_mask"].sum(1).max())
+    sub["input_ids"], sub["attention_mask"] = sub["input_ids"][:, :width], sub["attention_mask"][:, :width]
+    if "target_ids" in sub:
+        keep = sub["target_ids"] != -100
+        if keep.any():
+            sub["target_ids"] = sub["target_ids"][:, :int(keep.sum(1).max())]
+        else:
+            del sub["target_ids"]
+    return sub
+
+
+@pytest.mark.parametrize("backbone, data", [("tiny_roberta", "encoder_data"), ("tiny_bart", "all_data"),
+                                            ("tiny_bert", "encoder_data")])
+def test_one_forward_equals_each_task_alone(backbone, data, request):
+    data = request.getfixturevalue(data)
+    module = module_for(request.getfixturevalue(backbone), data).eval()
+    batch = first_batch(data)
+    assert len(batch["task_ids"].unique()) == len(data.specs)  # a mixed batch of every task
+    seen_rows = {}
+    for key, head in module.heads.items():
+        head.register_forward_hook(lambda m, args, out, key=key: seen_rows.setdefault(key, []).append(args[2]))
+    with torch.no_grad():
+        _, logits = module(batch)
+        mixed = module.task_losses(batch, logits)
+        for task in range(len(data.specs)):
+            expected_rows = (batch["task_ids"] == task).nonzero().squeeze(1)
+            assert torch.equal(logits[task][0], expected_rows)
+            sub = rows_of(batch, task)
+            _, alone_logits = module(sub)
+            alone = module.task_losses(sub, alone_logits)[task]
+            torch.testing.assert_close(mixed[task][1], alone[1], atol=1e-5, rtol=1e-4)
+    for key, calls in seen_rows.items():  # each head saw exactly the rows of its tasks
+        tasks = [t for t, k in enumerate(module.head_keys) if k == key]
+        got = torch.cat(calls[:len(tasks)]).sort().values
+        assert torch.equal(got, torch.isin(batch["task_ids"], torch.tensor(tasks)).nonzero().squeeze(1))
+
+
+def test_uniform_predictor_scores_about_one_per_family(tiny_bart, all_data):
+    module = module_for(tiny_bart, all_data, label_smoothing=0.0)
+    for head in module.heads.values():  # zero output layers: every head predicts uniformly
+        for p in head.parameters():
+            torch.nn.init.zeros_(p)
+    batch = first_batch(all_data)
+    with torch.no_grad():
+        out, logits = module(batch)
+        out.lm_logits.zero_()  # the LM head lives in the backbone; a uniform one gives zero logits
+        summary = all_data.specs.index(next(s for s in all_data.specs if s.family == "summarization"))
+        rows = logits[summary][0]
+        logits[summary] = (rows, module.head_of(summary)(out, batch, rows))
+        losses = module.task_losses(batch, logits)
+    for task, (scaled, raw) in losses.items():
+        spec = all_data.specs[task]
+        if spec.is_regression:
+            assert torch.equal(scaled, raw)  # MSE has no output space: left unscaled
+            continue
+        torch.testing.assert_close(scaled, torch.ones_like(scaled), atol=1e-4, rtol=0)
+    assert math.isclose(float(losses[summary][1][0]), math.log(module.backbone.config.vocab_size), rel_tol=1e-4)
+
+
+def test_loss_scaling_none_leaves_losses_raw(tiny_roberta, encoder_data):
+    module = module_for(tiny_roberta, encoder_data, loss_scaling="none")
+    batch = first_batch(encoder_data)
+    _, logits = module(batch)
+    for scaled, raw in module.task_losses(batch, logits).values():
+        assert torch.equal(scaled, raw)
+
+
+def test_bad_model_options_are_named(tiny_roberta, encoder_data, all_data):
+    with pytest.raises(ValueError, match="model.loss_scaling is 'sqrt'"):
+        module_for(tiny_roberta, encoder_data, loss_scaling="sqrt")
+    with pytest.raises(ValueError, match="summarization tasks need an encoder-decoder backbone"):
+        module_for(tiny_roberta, all_data)
+
+
+def test_r3f_adds_a_positive_symmetric_kl(tiny_roberta, encoder_data):
+    batch = first_batch(encoder_data)
+    module = module_for(tiny_roberta, encoder_data, r3f_lambda=1.0, r3f_eps=1e-2)
+    _, logits = module(batch)
+    kl = module._r3f(batch, logits)
+    assert kl.item() > 0 and kl.requires_grad
+
+
+def test_export_round_trip_loads_with_automodel_and_reuses_heads(tiny_bart, all_data, tmp_path):
+    module = module_for(tiny_bart, all_data).eval()
+    folder = module.export_pretrained(tmp_path / "export")
+    loaded, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    batch = first_batch(all_data)
+    ids, mask = batch["input_ids"][:4], batch["attention_mask"][:4]
+    with torch.no_grad():
+        ours = module.backbone.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        theirs = loaded.eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours, theirs)
+    # the next stage: a run initialised from the export reuses the heads of shared tasks
+    torch.manual_seed(1)
+    again = MuppetModule(backbone="unused", init_from=str(folder), reuse_heads=True, task_specs=all_data.task_specs)
+    for key in module.heads:
+        for a, b in zip(module.heads[key].parameters(), again.heads[key].parameters()):
+            assert torch.equal(a, b)
+    fresh = MuppetModule(backbone="unused", init_from=str(folder), reuse_heads=False, task_specs=all_data.task_specs)
+    assert not torch.equal(module.heads["task_demo_sentiment"].out_proj.weight,
+                           fresh.heads["task_demo_sentiment"].out_proj.weight)
+
+
+def test_export_of_an_encoder_loads_without_missing_weights(tiny_roberta, encoder_data, tmp_path):
+    module = module_for(tiny_roberta, encoder_data)
+    _, info = AutoModel.from_pretrained(module.export_pretrained(tmp_path / "export"), output_loading_info=True)
+    assert not info["missing_keys"]
+
+
+def test_collator_flattens_choices_into_rows():
+    collate = MultiTaskCollator(["classification", "multiple_choice"], pad_token_id=1)
+    batch = collate([{"task_id": 1, "input_ids": [[0, 5, 2], [0, 6, 7, 2], [0, 8, 2]], "label": 2.0},
+                     {"task_id": 0, "input_ids": [0, 9, 2], "label": 1.0}])
+    assert batch["input_ids"].shape == (4, 4)
+    assert batch["example_ids"].tolist() == [0, 0, 0, 1]
+    assert batch["labels"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert batch["attention_mask"].sum(1).tolist() == [3, 4, 3, 3]
