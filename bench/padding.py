@@ -121,7 +121,7 @@ def main() -> None:
                 lines += run_suite("shared", names, tokenizer, catalogue, args, cache)
         print("\n| suite | sampler | settings | batches | rows/batch | examples/batch | max R*T | R*T epoch "
               "| real tokens | tasks/batch |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-        print("\n".join(lines))
+        print("\n".join(lines) if lines else "(no suite ran)")
 
 
 if __name__ == "__main__":

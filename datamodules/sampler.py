@@ -79,12 +79,13 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         return batches + [indices[start:]] if len(indices) > start else batches
 
     def _batches_of(self, stream: np.ndarray) -> list[np.ndarray]:
+        """Without grouping the stream is cut as it is; with it, each pool is sorted by row length first."""
+        if not self.group_by_length:
+            return self._cut(stream)
         batches = []
         for p in range(0, len(stream), self.pool_size):
             pool = stream[p:p + self.pool_size]
-            if self.group_by_length:
-                pool = pool[np.argsort(self._row_len[pool], kind="stable")]
-            batches += self._cut(pool)
+            batches += self._cut(pool[np.argsort(self._row_len[pool], kind="stable")])
         return batches
 
     def _rank_batches(self, rank: int) -> list[np.ndarray]:

@@ -90,11 +90,11 @@ class ExportPretrained(Callback):
         if self.use_best and best and Path(best).exists():
             state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
             pl_module.load_state_dict(state)
-        self._export(trainer, pl_module)
+        log_dir = trainer.log_dir  # a collective call under DDP: every rank takes part
+        self._export(pl_module, Path(self.dirpath or Path(log_dir or trainer.default_root_dir) / "export"))
 
     @rank_zero_only
-    def _export(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        folder = Path(self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "export")
+    def _export(self, pl_module: LightningModule, folder: Path) -> None:
         save_export(pl_module, folder)
         rank_zero_info(f"exported the pre-finetuned model to {folder}")
 

@@ -109,3 +109,9 @@ def test_resume_yields_exactly_the_remaining_batches():
     resumed.resume_from(epoch=2, batches_done=5)
     assert list(resumed) == everything[5:]
     assert list(resumed) == everything  # the skip applies once; the next pass is the whole epoch again
+
+
+def test_fixed_size_batches_without_grouping_leave_at_most_one_short_batch():
+    sampler = MultiTaskBatchSampler(lengths_of([2000] * 6), batch_size=162, group_by_length=False, pool_size=4096)
+    sizes = Counter(len(b) for b in sampler)
+    assert sizes == Counter({162: 74, 12: 1})
