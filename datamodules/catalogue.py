@@ -48,6 +48,7 @@ class TaskSpec:
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
     label: str | None = None
     label_map: dict[Any, int] | None = None
+    skip_labels: list[Any] | None = None
     num_labels: int | None = None
     choices: str | list[str] | None = None
     num_choices: int | None = None

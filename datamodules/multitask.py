@@ -106,6 +106,10 @@ class MultiTaskDataModule(L.LightningDataModule):
                 raise DataValidationError(f"task '{spec.name}', split '{split}': the split is empty") from error
             raise DataValidationError(f"task '{spec.name}', split '{split}': could not load "
                                       f"{spec.splits[split]!r} from {spec.source}: {error}") from error
+        if spec.skip_labels:  # e.g. SNLI's -1 = no gold label
+            skip = set(spec.skip_labels)
+            dataset = dataset.filter(lambda labels: [v not in skip for v in labels], input_columns=spec.label,
+                                     batched=True, desc=f"skip labels {sorted(skip)} of {spec.name}/{split}")
         cap = (spec.max_eval_examples or self.hparams.max_eval_examples) if split != "train" else None
         return dataset.select(range(min(cap, len(dataset)))) if cap else dataset
 

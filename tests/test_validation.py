@@ -97,3 +97,12 @@ def test_unanswerable_questions_pass_when_allowed(tmp_path):
 def test_bad_sampling_option_is_named():
     with pytest.raises(ValueError, match="data.sampling is 'random'"):
         MultiTaskDataModule(tasks=["demo_sentiment"], tokenizer=TOKENIZER, sampling="random")
+
+
+def test_skip_labels_drops_rows_before_the_checks(tmp_path):
+    rows = bad_rows("classification", {"y": -1}, where=[0, 4])
+    run_prepare(tmp_path, "classification", rows, good=rows, entry_overrides={"skip_labels": [-1]})
+    dm = MultiTaskDataModule(tasks=["my_task"], tokenizer=TOKENIZER, catalogue=[str(tmp_path / "tasks.yaml")],
+                             cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    assert len(dm.train_set) == 6
