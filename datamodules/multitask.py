@@ -125,7 +125,7 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def _splits(self, stage: str | None) -> list[str]:
         return {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],
-                "predict": ["test"]}.get(stage or "fit", ["train", "validation"])
+                "predict": ["predict"]}.get(stage or "fit", ["train", "validation"])
 
     def prepare_data(self) -> None:
         """Runs on one process per node: load and check every split first, then tokenize into the cache."""
@@ -153,7 +153,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         if "train" in splits:
             self.train_set = MultiTaskDataset([self._preprocessed(s, "train") for s in self.specs])
         for split in splits:
-            if split != "train":
+            if split == "predict":  # each task's test split where it has one, else its validation split
+                self.eval_sets[split] = [self._preprocessed(s, "test" if "test" in s.splits else "validation")
+                                         for s in self.specs]
+            elif split != "train":
                 self.eval_sets[split] = [self._preprocessed(s, split) if split in s.splits else None for s in self.specs]
 
     # ---- loaders -------------------------------------------------------------------------------------------------
@@ -167,12 +170,14 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         world_size, rank = self._world()
-        columns = [ds.select_columns(["length", "input_ids"]) for ds in self.train_set.datasets]
-        rows = [[len(x) for x in c["input_ids"]] if s.family == "multiple_choice" else np.ones(len(c), dtype=int)
-                for s, c in zip(self.specs, columns)]
+        def column(ds: Dataset, name: str) -> np.ndarray:  # read as one Arrow -> numpy conversion
+            return ds.with_format("numpy", columns=[name])[name]
+        lengths = [column(ds, "length") for ds in self.train_set.datasets]
+        rows = [column(ds, "rows") if s.family == "multiple_choice" else np.ones(len(ds), dtype=np.int64)
+                for s, ds in zip(self.specs, self.train_set.datasets)]
         caps = [s.max_train_examples or self.hparams.max_examples_per_task for s in self.specs]
         self.sampler = MultiTaskBatchSampler(
-            [np.asarray(c["length"]) for c in columns], rows, strategy=self.hparams.sampling,
+            lengths, rows, strategy=self.hparams.sampling,
             temperature=self.hparams.temperature, caps=caps, batch_size=self.hparams.batch_size,
             max_tokens=self.hparams.max_tokens, homogeneous=self.hparams.homogeneous_batches,
             group_by_length=self.hparams.group_by_length, epoch_size=self.hparams.epoch_size,
@@ -206,7 +211,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         return self._eval_loaders("test")
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")
+        return self._eval_loaders("predict")
 
     # ---- exact resume --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

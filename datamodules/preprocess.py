@@ -1,7 +1,7 @@
 """One batched `preprocess(examples)` per family, run under `dataset.map(batched=True)` with a fast tokenizer.
 
 Every family writes `input_ids` and `length` (tokens the example costs in a batch; a multiple-choice example counts
-all of its choices). Family targets follow docs/architecture.md ("Collated batch").
+all of its choices, and also writes `rows`, its number of choices). Family targets follow docs/architecture.md ("Collated batch").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from datamodules.catalogue import TaskSpec
 from datamodules.validation import choice_list, column, label_to_id
 
-PREPROCESS_VERSION = 1  # bump when the output of a preprocess function changes: it invalidates the cache
+PREPROCESS_VERSION = 2  # bump when the output of a preprocess function changes: it invalidates the cache
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def preprocess_multiple_choice(spec: TaskSpec, tok: PreTrainedTokenizerBase, len
             input_ids.append(enc["input_ids"][start:start + len(cs)])
             start += len(cs)
         return {"input_ids": input_ids, "label": [float(label_to_id(spec, v)) for v in column(examples, spec.label)],
-                "length": [len(rows) * max(map(len, rows)) for rows in input_ids]}
+                "length": [len(rows) * max(map(len, rows)) for rows in input_ids], "rows": list(map(len, input_ids))}
     return preprocess
 
 

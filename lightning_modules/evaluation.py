@@ -41,22 +41,45 @@ class EvaluationMixin:
         elif spec.family == "multiple_choice":
             metrics.update_labels(logits.argmax(-1), head.targets(batch, rows))
         elif spec.family == "span":
-            picked = rows.tolist()
-            examples = [batch["example_index"][r] for r in picked]
-            answers = decode_answers(logits, examples, [batch["offsets"][r] for r in picked],
-                                     [batch["contexts"][r] for r in picked], spec.allow_no_answer,
-                                     self.hparams.max_answer_length)
-            golds = {e: batch["gold_answers"][r] for e, r in zip(examples, picked)}
+            answers = self._answers(task, batch, rows, logits)
+            golds = {batch["example_index"][r]: batch["gold_answers"][r] for r in rows.tolist()}
             metrics.update_answers(list(answers.values()), [golds[e] for e in answers])
         elif self._generated[spec.name] < self.hparams.max_generation_examples:
             self._generated[spec.name] += len(rows)
-            sub = {"input_ids": batch["input_ids"][rows], "attention_mask": batch["attention_mask"][rows]}
-            generated = self.backbone.generate(sub, num_beams=self.hparams.num_beams,
-                                               max_new_tokens=self.hparams.max_new_tokens)
             targets = batch["target_ids"][rows].masked_fill(batch["target_ids"][rows] == -100,
                                                            self.tokenizer.pad_token_id)
-            metrics.update_texts(self.tokenizer.batch_decode(generated, skip_special_tokens=True),
-                                 self.tokenizer.batch_decode(targets, skip_special_tokens=True))
+            metrics.update_texts(self._summaries(batch, rows), self.tokenizer.batch_decode(targets,
+                                                                                          skip_special_tokens=True))
+
+    def _summaries(self, batch: dict, rows: torch.Tensor) -> list[str]:
+        sub = {"input_ids": batch["input_ids"][rows], "attention_mask": batch["attention_mask"][rows]}
+        generated = self.backbone.generate(sub, num_beams=self.hparams.num_beams,
+                                           max_new_tokens=self.hparams.max_new_tokens)
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+    def _answers(self, task: int, batch: dict, rows: torch.Tensor, logits: torch.Tensor) -> dict[int, str]:
+        picked = rows.tolist()
+        return decode_answers(logits, [batch["example_index"][r] for r in picked],
+                              [batch["offsets"][r] for r in picked], [batch["contexts"][r] for r in picked],
+                              self.specs[task].allow_no_answer, self.hparams.max_answer_length)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        """One record per example: {task, prediction}: a class id or score, a choice index, an answer text or a
+        generated summary."""
+        _, logits = self(batch)
+        records = []
+        for task, (rows, task_logits) in logits.items():
+            spec, head = self.specs[task], self.head_of(task)
+            if spec.family == "classification":
+                predictions = head.predict(task_logits).tolist()
+            elif spec.family == "multiple_choice":
+                predictions = task_logits.argmax(-1).tolist()
+            elif spec.family == "span":
+                predictions = list(self._answers(task, batch, rows, task_logits).values())
+            else:
+                predictions = self._summaries(batch, rows)
+            records += [{"task": spec.name, "prediction": p} for p in predictions]
+        return records
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -66,7 +89,12 @@ class EvaluationMixin:
 
     def _log_eval(self, stage: str) -> None:
         primary, lines = [], []
-        for spec in self.specs:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        evaluated = set(datamodule.eval_task_ids(stage if stage == "test" else "validation")) \
+            if hasattr(datamodule, "eval_task_ids") else None
+        for task, spec in enumerate(self.specs):
+            if evaluated is not None and task not in evaluated:  # e.g. no labelled test split
+                continue
             values = self.eval_metrics[spec.name].compute()  # synced across ranks by torchmetrics
             loss = self.eval_losses[spec.name].compute()
             self.log(f"{stage}/{spec.name}/loss", loss)
@@ -78,6 +106,8 @@ class EvaluationMixin:
             self.eval_metrics[spec.name].reset()
             self.eval_losses[spec.name].reset()
             self._generated[spec.name] = 0
+        if not primary:
+            return
         score = torch.stack(primary).nan_to_num(0.0).mean()
         self.log(f"{stage}/score", score, prog_bar=True)
         if not self.trainer.sanity_checking:

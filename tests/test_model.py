@@ -158,3 +158,29 @@ def test_collator_flattens_choices_into_rows():
     assert batch["example_ids"].tolist() == [0, 0, 0, 1]
     assert batch["labels"].tolist() == [0.0, 0.0, 1.0, 1.0]
     assert batch["attention_mask"].sum(1).tolist() == [3, 4, 3, 3]
+
+
+def test_predict_returns_one_record_per_example_of_every_task(tiny_roberta, demo_cache):
+    import lightning as L
+    data = demo_datamodule(ENCODER_TASKS, demo_cache, max_eval_examples=10)
+    module = module_for(tiny_roberta, data)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        use_distributed_sampler=False)
+    records = [r for loader in trainer.predict(module, datamodule=data) for batch in loader for r in batch]
+    by_task = {name: [r["prediction"] for r in records if r["task"] == name] for name in ENCODER_TASKS}
+    assert all(len(predictions) == 10 for predictions in by_task.values())
+    assert all(isinstance(p, str) for p in by_task["demo_span"])
+    assert all(p in (0, 1, 2) for p in by_task["demo_choice"])
+
+
+def test_init_from_a_lightning_checkpoint_loads_backbone_and_heads(tiny_roberta, encoder_data, tmp_path):
+    module = module_for(tiny_roberta, encoder_data)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.01)  # differ from any fresh initialisation
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, tmp_path / "run.ckpt")
+    again = MuppetModule(backbone=tiny_roberta, task_specs=encoder_data.task_specs, init_from=str(tmp_path / "run.ckpt"),
+                         reuse_heads=True)
+    for (name, a), b in zip(module.state_dict().items(), again.state_dict().values()):
+        if name.startswith(("backbone.", "heads.")):
+            assert torch.equal(a, b), name
