@@ -102,3 +102,12 @@ def test_two_process_cpu_ddp_with_mixed_batches_needs_no_unused_parameter_search
     assert result.returncode == 0, result.stderr[-3000:]
     assert "find_unused_parameters" not in result.stderr
     assert (tmp_path / "muppet" / "version_0" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_omegaconf_interpolation_resolves(tmp_path):
+    config = tmp_path / "interpolated.yaml"
+    config.write_text("data:\n  max_length: 96\n  max_target_length: ${data.max_length}\n")
+    result = train("fit", "--config", "configs/quickstart.yaml", "--config", str(config), "--print_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)["data"]
+    assert printed["max_length"] == 96 and printed["max_target_length"] == 96
