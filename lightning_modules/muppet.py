@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -212,8 +211,3 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
     def _init_from(self, source: str, reuse_heads: bool) -> None:
         from lightning_modules.export import load_initial_weights
         load_initial_weights(self, source, reuse_heads)
-
-    @staticmethod
-    def scale(n: float) -> float:
-        """The loss divisor of an output space of size n (documented in docs/architecture.md)."""
-        return math.log(n)

@@ -71,7 +71,7 @@ def test_every_catalogue_entry_loads_preprocesses_and_collates(family, tmp_path)
     entries = {}
     for spec in specs:
         files = {}
-        for split, name in spec.splits.items():
+        for name in spec.splits.values():
             base = re.sub(r"\[.*\]$", "", name)
             path = tmp_path / spec.name / f"{base}.jsonl"
             path.parent.mkdir(exist_ok=True)

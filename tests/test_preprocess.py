@@ -22,7 +22,7 @@ def run(entry: dict, rows: list[dict], lengths: Lengths, for_eval: bool = False)
 
 
 def test_long_span_contexts_become_windows_whose_labels_point_at_the_answer():
-    context = " ".join(f"the dog is big ." for _ in range(30)) + " the cat is purple . " + \
+    context = " ".join("the dog is big ." for _ in range(30)) + " the cat is purple . " + \
         " ".join("the bus is slow ." for _ in range(30))
     answer = "purple"
     rows = [{"q": "what color is it ?", "c": context, "a": {"text": [answer], "answer_start": [context.index(answer)]}}]
