@@ -20,11 +20,22 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 HEADS_FILE, TASKS_FILE = "muppet_heads.pt", "muppet_tasks.json"
 
 
-def save_export(module: LightningModule, folder: Path) -> Path:
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
+
+
+def save_export(module: LightningModule, folder: Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """`state`: a full MuppetModule state dict to export instead of the module's own weights (a checkpoint's, or
+    one gathered from FSDP shards)."""
     folder.mkdir(parents=True, exist_ok=True)
-    module.backbone.model.save_pretrained(folder)
+    if state is None:
+        module.backbone.model.save_pretrained(folder)
+        heads = _part(module.heads.state_dict(), "")
+    else:
+        module.backbone.model.save_pretrained(folder, state_dict=_part(state, "backbone.model."))
+        heads = _part(state, "heads.")
     module.tokenizer.save_pretrained(folder)
-    torch.save({k: v.detach().cpu() for k, v in module.heads.state_dict().items()}, folder / HEADS_FILE)
+    torch.save(heads, folder / HEADS_FILE)
     tasks = [{"name": s.name, "family": s.family, "head": key, "num_labels": s.num_labels}
              for s, key in zip(module.specs, module.head_keys)]
     (folder / TASKS_FILE).write_text(json.dumps(tasks, indent=2))
@@ -75,7 +86,7 @@ def load_initial_weights(module: LightningModule, source: str, reuse_heads: bool
 
 class ExportPretrained(Callback):
     """At the end of `fit`, export the model (the best checkpoint's weights when one is monitored) as a Hugging
-    Face folder: `<log_dir>/export` unless `dirpath` is given."""
+    Face folder: `<log_dir>/export` unless `dirpath` is given. The module itself is left as training ended."""
 
     def __init__(self, dirpath: str | None = None, use_best: bool = True) -> None:
         """
@@ -87,16 +98,20 @@ class ExportPretrained(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if self.use_best and best and Path(best).exists():
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            pl_module.load_state_dict(state)
-        log_dir = trainer.log_dir  # a collective call under DDP: every rank takes part
-        self._export(pl_module, Path(self.dirpath or Path(log_dir or trainer.default_root_dir) / "export"))
+        log_dir = trainer.log_dir  # collective calls under DDP/FSDP: every rank takes part
+        if self.use_best and best and Path(best).is_file():
+            state, source = None, best
+        else:  # the final weights; under FSDP gathered from the shards into rank 0
+            state, source = trainer.strategy.lightning_module_state_dict(), "the final weights"
+        self._export(pl_module, Path(self.dirpath or Path(log_dir or trainer.default_root_dir) / "export"), state,
+                     source)
 
     @rank_zero_only
-    def _export(self, pl_module: LightningModule, folder: Path) -> None:
-        save_export(pl_module, folder)
-        rank_zero_info(f"exported the pre-finetuned model to {folder}")
+    def _export(self, pl_module: LightningModule, folder: Path, state: dict | None, source: str) -> None:
+        if state is None:
+            state = torch.load(source, map_location="cpu", weights_only=False)["state_dict"]
+        save_export(pl_module, folder, state)
+        rank_zero_info(f"exported the pre-finetuned model ({source}) to {folder}")
 
 
 def main() -> None:

@@ -184,3 +184,25 @@ def test_init_from_a_lightning_checkpoint_loads_backbone_and_heads(tiny_roberta,
     for (name, a), b in zip(module.state_dict().items(), again.state_dict().values()):
         if name.startswith(("backbone.", "heads.")):
             assert torch.equal(a, b), name
+
+
+def test_export_from_a_checkpoint_state_exports_those_weights(tiny_bart, all_data, tmp_path):
+    from lightning_modules.export import HEADS_FILE, save_export
+    module = module_for(tiny_bart, all_data).eval()
+    trained = module_for(tiny_bart, all_data).eval()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05)
+    torch.save({"state_dict": trained.state_dict()}, tmp_path / "best.ckpt")
+    state = torch.load(tmp_path / "best.ckpt", weights_only=False)["state_dict"]
+    folder = save_export(module, tmp_path / "export", state)
+    loaded, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"]
+    batch = first_batch(all_data)
+    with torch.no_grad():
+        expected = trained.backbone.model.model(input_ids=batch["input_ids"][:2],
+                                                attention_mask=batch["attention_mask"][:2]).last_hidden_state
+        got = loaded.eval()(input_ids=batch["input_ids"][:2], attention_mask=batch["attention_mask"][:2])
+    torch.testing.assert_close(got.last_hidden_state, expected)
+    heads = torch.load(folder / HEADS_FILE)
+    assert torch.equal(heads["task_demo_sentiment.out_proj.weight"], trained.heads["task_demo_sentiment"].out_proj.weight)
