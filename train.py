@@ -1,20 +1,14 @@
 """MUPPET pre-finetuning: `python train.py fit --config configs/quickstart.yaml` (see README.md)."""
 
-from pathlib import Path
-
 from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from datamodules.multitask import MultiTaskDataModule
+from lightning_modules.backbone import tokenizer_source
 from lightning_modules.export import ExportPretrained
 from lightning_modules.muppet import MuppetModule
-
-
-def tokenizer_source(backbone: str | None, tokenizer: str | None, init_from: str | None) -> str | None:
-    """The tokenizer is given once: `model.tokenizer`, else an exported `model.init_from` folder, else the backbone."""
-    return tokenizer or (init_from if init_from and Path(init_from).is_dir() else None) or backbone
 
 
 def sampler_seed(seed: int | bool | None) -> int:

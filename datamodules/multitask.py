@@ -74,7 +74,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         super().__init__()
         if sampling not in STRATEGIES:
             raise ValueError(f"data.sampling is '{sampling}'; expected one of {list(STRATEGIES)}")
-        self.save_hyperparameters()
+        # the tokenizer is the model's (linked by train.py): logged once, with the model's hyperparameters
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.tokenizer_name = tokenizer
         self.specs: list[TaskSpec] = Catalogue.load(catalogue or [DEFAULT_CATALOGUE]).select(tasks)
         self.lengths = Lengths(max_length, max_target_length, doc_stride)
         self._tokenizer = None
@@ -92,9 +94,9 @@ class MultiTaskDataModule(L.LightningDataModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.hparams.tokenizer)
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
             if not self._tokenizer.is_fast:
-                raise ValueError(f"data.tokenizer '{self.hparams.tokenizer}' has no fast tokenizer (needed for offsets)")
+                raise ValueError(f"data.tokenizer '{self.tokenizer_name}' has no fast tokenizer (needed for offsets)")
         return self._tokenizer
 
     # ---- load, validate, preprocess ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ reads the same tokens; pooled = state at the final EOS, as BartForSequenceClassi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from heads.base import BackboneOutput
+
+
+def tokenizer_source(backbone: str | None, tokenizer: str | None, init_from: str | None) -> str | None:
+    """The tokenizer is given once: `model.tokenizer`, else an exported `init_from` folder, else the backbone."""
+    return tokenizer or (init_from if init_from and Path(init_from).is_dir() else None) or backbone
 
 
 def build_backbone(name_or_path: str, config: dict[str, Any] | None, tokenizer: PreTrainedTokenizerBase

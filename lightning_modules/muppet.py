@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from datamodules.catalogue import TaskSpec
 from heads.base import BackboneOutput, Head
-from lightning_modules.backbone import Backbone, build_backbone
+from lightning_modules.backbone import Backbone, build_backbone, tokenizer_source
 from lightning_modules.evaluation import EvaluationMixin
 from lightning_modules.heads_factory import build_heads
 from lightning_modules.optim import PaperAdamW, decay_groups, linear_warmup_decay
@@ -84,7 +84,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         self.specs = [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in task_specs]
         folder = init_from if init_from and Path(init_from).is_dir() else None
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or folder or backbone)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(backbone, tokenizer, init_from))
         self.backbone = Backbone(build_backbone(folder or backbone, None if folder else backbone_config, self.tokenizer))
         if any(s.family == "summarization" for s in self.specs) and not self.backbone.is_encoder_decoder:
             raise ValueError("summarization tasks need an encoder-decoder backbone (e.g. BART): "

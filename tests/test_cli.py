@@ -111,3 +111,14 @@ def test_omegaconf_interpolation_resolves(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)["data"]
     assert printed["max_length"] == 96 and printed["max_target_length"] == 96
+
+
+@pytest.mark.slow
+def test_fit_from_a_pretrained_folder_with_the_tokenizer_given_once(tiny_roberta, tmp_path):
+    result = train("fit", "--config", "configs/quickstart.yaml", f"--model.backbone={tiny_roberta}",
+                   "--model.backbone_config=null", "--model.tokenizer=null", "--trainer.max_steps=4",
+                   "--trainer.val_check_interval=4", "--data.max_eval_examples=10", "--data.tasks=[demo_choice]",
+                   f"--data.cache_dir={tmp_path}/c", f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    hparams = yaml.safe_load((tmp_path / "muppet" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["backbone"] == tiny_roberta and hparams["tokenizer"] is None
