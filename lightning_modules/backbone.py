@@ -49,7 +49,7 @@ def shift_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> to
 class Backbone(nn.Module):
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.train()  # `from_pretrained` returns eval mode, which would switch dropout off in training
         self.config = model.config
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
 

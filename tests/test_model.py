@@ -206,3 +206,8 @@ def test_export_from_a_checkpoint_state_exports_those_weights(tiny_bart, all_dat
     torch.testing.assert_close(got.last_hidden_state, expected)
     heads = torch.load(folder / HEADS_FILE)
     assert torch.equal(heads["task_demo_sentiment.out_proj.weight"], trained.heads["task_demo_sentiment"].out_proj.weight)
+
+
+def test_a_pretrained_backbone_trains_in_train_mode(tiny_roberta, encoder_data):
+    module = module_for(tiny_roberta, encoder_data)
+    assert all(m.training for m in module.modules())
