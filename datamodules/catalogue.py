@@ -119,8 +119,9 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
         raise CatalogueError(f"{where}: field 'num_labels' must be >= 1 (1 = regression), got {spec.num_labels}")
     if spec.num_choices is not None and spec.num_choices < 2:
         raise CatalogueError(f"{where}: field 'num_choices' must be >= 2, got {spec.num_choices}")
-    if "train" not in spec.splits:
-        raise CatalogueError(f"{where}: field 'splits' needs a 'train' entry, got {spec.splits}")
+    if not {"train", "validation"} <= set(spec.splits) or not set(spec.splits) <= {"train", "validation", "test"}:
+        raise CatalogueError(f"{where}: field 'splits' needs 'train' and 'validation' (and optionally 'test') "
+                             f"entries, got {spec.splits}")
     spec.metrics = list(spec.metrics or DEFAULT_METRICS[family])
     unknown_metrics = sorted(set(spec.metrics) - KNOWN_METRICS[family])
     if unknown_metrics:

@@ -133,19 +133,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         """Runs on one process per node: load and check every split first, then tokenize into the cache."""
         raws = {}
         for spec in self.specs:
-            for split in ("train", "validation", "test"):
-                if split not in spec.splits and split != "validation":
-                    continue
-                if split == "validation" and split not in spec.splits:
-                    raise DataValidationError(f"task '{spec.name}': no 'validation' split in field 'splits' "
-                                              f"({spec.splits})")
+            for split in spec.splits:
                 raws[spec.name, split] = raw = self._raw(spec, split)
                 validate_split(spec, split, raw)
         rows = []
         for spec in self.specs:
-            for split in ("train", "validation", "test"):
-                if (spec.name, split) in raws:
-                    self._preprocessed(spec, split, raws[spec.name, split])
+            for split in spec.splits:
+                self._preprocessed(spec, split, raws[spec.name, split])
             rows.append(f"  {spec.name:<28} {spec.family:<16} train {len(raws[spec.name, 'train']):>9,}  "
                         f"validation {len(raws[spec.name, 'validation']):>7,}")
         rank_zero_info(f"{len(self.specs)} task(s) selected:\n" + "\n".join(rows))

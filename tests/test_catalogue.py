@@ -116,6 +116,8 @@ def test_selection_by_family_and_mixture_deduplicates():
     ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
       "colour": 1}, "unknown field(s) ['colour']"),
     ({"family": "span", "source": {"path": "json"}, "inputs": ["q"], "answers": "a"}, "field 'inputs'"),
+    ({"family": "span", "source": {"path": "json"}, "inputs": ["q", "c"], "answers": "a", "splits": {"train": "x"}},
+     "field 'splits' needs 'train' and 'validation'"),
     ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
       "metrics": ["bleu"]}, "unknown metric(s) ['bleu']"),
 ])
