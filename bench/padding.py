@@ -9,7 +9,7 @@ real = sum(attention_mask) / numel(attention_mask) pooled over all batches of th
 
 Run (from the repo root):
   PYTHONPATH=. .venv/bin/python bench/padding.py [--max-tokens 4096] [--batch-size B] [--suites demo shared]
-      [--shared-data /work/shared/data] [--cache-dir DIR]
+      [--shared-data /work/shared/data] [--cache-dir DIR] [--pool-sizes 512 128]
 """
 
 from __future__ import annotations
@@ -86,6 +86,10 @@ def run_suite(name: str, tasks: list[str], tokenizer: str, catalogue: list[str] 
                                                          group_by_length=False))
     settings = {"budget+group": f"max_tokens={args.max_tokens}, group", "fixed random": f"batch_size={batch_size}",
                 "budget only": f"max_tokens={args.max_tokens}, no group"}
+    for pool in args.pool_sizes:  # smaller grouping pools: more tasks per batch, more padding
+        key = f"budget+group pool {pool}"
+        results[key] = measure(MultiTaskDataModule(**common, max_tokens=args.max_tokens, group_pool_size=pool))
+        settings[key] = f"max_tokens={args.max_tokens}, group, group_pool_size={pool}"
     return [f"| {name} | {key} | {settings[key]} | {r['batches']} | {r['rows']:.1f} | {r['examples']:.1f} | "
             f"{r['max_numel']} | {r['padded_tokens']:,} | **{r['real']:.3f}** | {r['tasks']:.2f} |"
             for key, r in results.items()]
@@ -100,6 +104,8 @@ def main() -> None:
     parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED, help="root of the shared data")
     parser.add_argument("--cache-dir", default=None, help="tokenized-dataset cache (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool-sizes", type=int, nargs="*", default=[512, 128],
+                        help="extra budget+group rows with these grouping pool sizes (default pool: 4096)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-padding-") as tmp:

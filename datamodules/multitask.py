@@ -38,6 +38,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         epoch_size: int | None = None,
         homogeneous_batches: bool = False,
         group_by_length: bool = True,
+        group_pool_size: int = 4096,
         max_length: int = 256,
         max_target_length: int = 64,
         doc_stride: int = 64,
@@ -61,6 +62,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             epoch_size: examples per epoch (all ranks); default the sum of the capped task sizes.
             homogeneous_batches: one task per batch (the paper's ablation) instead of mixed batches.
             group_by_length: sort examples by length inside pools before cutting batches (less padding).
+            group_pool_size: examples sorted together when grouping; smaller pools mix more tasks into each batch
+                at the cost of more padding.
             max_length: encoder tokens per row; longer inputs are truncated (span QA: split into windows).
             max_target_length: summary tokens for summarization tasks.
             doc_stride: overlap in tokens between span-QA windows.
@@ -176,7 +179,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             lengths, rows, strategy=self.hparams.sampling,
             temperature=self.hparams.temperature, caps=caps, batch_size=self.hparams.batch_size,
             max_tokens=self.hparams.max_tokens, homogeneous=self.hparams.homogeneous_batches,
-            group_by_length=self.hparams.group_by_length, epoch_size=self.hparams.epoch_size,
+            group_by_length=self.hparams.group_by_length, pool_size=self.hparams.group_pool_size,
+            epoch_size=self.hparams.epoch_size,
             num_replicas=world_size, rank=rank, seed=self.hparams.seed)
         if self._resume:
             self.sampler.resume_from(self._resume["epoch"], self._resume["batches_done"])
