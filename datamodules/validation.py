@@ -71,7 +71,7 @@ def _answers_bad(spec: TaskSpec, batch: dict[str, list]) -> list[bool]:
 def _row_checks(spec: TaskSpec) -> dict[str, Callable[[dict[str, list]], list[bool]]]:
     """field -> function flagging bad rows of a batch."""
     checks = {name: (lambda b, n=name: _texts_bad(column(b, n))) for name in spec.inputs}
-    if spec.family in ("classification", "multiple_choice"):
+    if spec.family == "classification":
         checks[spec.label] = lambda b: [label_to_id(spec, v) is None for v in column(b, spec.label)]
     if spec.family == "multiple_choice":
         checks[str(spec.choices)] = lambda b: _choices_bad(choice_list(spec, b))

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from datamodules.catalogue import FAMILIES, Catalogue, CatalogueError, parse_entry
-from tests.conftest import TOKENIZER, demo_datamodule
+from tests.conftest import demo_datamodule
 
 CATALOGUE = Catalogue.load()
 WORDS = "the quick brown fox jumps over a lazy dog near river bank while birds sing".split()
@@ -144,4 +144,3 @@ def test_user_task_from_own_files_needs_no_code(tmp_path):
     assert set(batch["labels"].tolist()) == {0.0, 1.0}
     assert Path(dm.specs[0].load_kwargs()["data_files"]["train"]).is_absolute()
     assert torch.equal(batch["task_ids"].unique(), torch.tensor([0]))
-    assert TOKENIZER
