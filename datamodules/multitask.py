@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 from datasets import Dataset, load_dataset
 from datasets.fingerprint import Hasher
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
@@ -208,6 +208,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         return self._eval_loaders("validation")
 
     def test_dataloader(self) -> list[DataLoader]:
+        if not any("test" in s.splits for s in self.specs):
+            rank_zero_warn("no selected task has a 'test' split in its catalogue entry: nothing to test "
+                           "(`validate` evaluates the validation splits)")
         return self._eval_loaders("test")
 
     def predict_dataloader(self) -> list[DataLoader]:
