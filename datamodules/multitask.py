@@ -18,7 +18,7 @@ from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue, TaskSpec
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
 from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
-from datamodules.sampler import STRATEGIES, MultiTaskBatchSampler
+from datamodules.sampler import BATCHING, STRATEGIES, MultiTaskBatchSampler
 from datamodules.validation import DataValidationError, validate_split
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "muppet")
@@ -37,6 +37,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         max_examples_per_task: int | None = None,
         epoch_size: int | None = None,
         homogeneous_batches: bool = False,
+        batching: str | None = None,
         group_by_length: bool = True,
         group_pool_size: int = 4096,
         max_length: int = 256,
@@ -46,6 +47,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
+        pin_memory: bool = False,
         cache_dir: str = DEFAULT_CACHE,
         seed: int = 0,
     ) -> None:
@@ -60,7 +62,10 @@ class MultiTaskDataModule(L.LightningDataModule):
             temperature: T of `temperature` sampling, p ~ size^(1/T).
             max_examples_per_task: cap on any task's examples per epoch (a catalogue entry's own cap wins).
             epoch_size: examples per epoch (all ranks); default the sum of the capped task sizes.
-            homogeneous_batches: one task per batch (the paper's ablation) instead of mixed batches.
+            homogeneous_batches: shorthand for `batching: task_per_batch`.
+            batching: `mixed` (tasks mixed inside every batch), `task_per_batch` (one task per micro-batch, many
+                tasks per update through ranks and gradient accumulation: the paper's scheme) or `task_per_update`
+                (every micro-batch of an update from one task: the paper's homogeneous ablation).
             group_by_length: sort examples by length inside pools before cutting batches (less padding).
             group_pool_size: examples sorted together when grouping; smaller pools mix more tasks into each batch
                 at the cost of more padding.
@@ -71,12 +76,15 @@ class MultiTaskDataModule(L.LightningDataModule):
             eval_batch_size: examples per evaluation batch; default `batch_size`.
             pad_to_multiple_of: pad the sequence axis to a multiple of this (8 helps tensor cores).
             num_workers: DataLoader worker processes.
+            pin_memory: page-locked host memory for faster copies to the GPU.
             cache_dir: where tokenized datasets are cached; a second run with the same settings skips tokenization.
             seed: seed of the task sampler (the mixture and order are a function of seed and epoch).
         """
         super().__init__()
         if sampling not in STRATEGIES:
             raise ValueError(f"data.sampling is '{sampling}'; expected one of {list(STRATEGIES)}")
+        if batching is not None and batching not in BATCHING:
+            raise ValueError(f"data.batching is '{batching}'; expected one of {list(BATCHING)}")
         # the tokenizer is the model's (linked by train.py): logged once, with the model's hyperparameters
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer_name = tokenizer
@@ -87,6 +95,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.eval_sets: dict[str, list[Dataset]] = {}
         self.sampler: MultiTaskBatchSampler | None = None
         self._resume: dict[str, int] | None = None
+        self._lengths: tuple[list[np.ndarray], list[np.ndarray]] | None = None
 
     # ---- what the model needs to know ----------------------------------------------------------------------------
     @property
@@ -151,6 +160,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         splits = self._splits(stage)
         if "train" in splits:
             self.train_set = MultiTaskDataset([self._preprocessed(s, "train") for s in self.specs])
+            self._lengths = None
         for split in splits:
             if split == "predict":  # each task's test split where it has one, else its validation split
                 self.eval_sets[split] = [self._preprocessed(s, "test" if "test" in s.splits else "validation")
@@ -167,25 +177,43 @@ class MultiTaskDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
+    def _length_columns(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(tokens, rows) of every training example, read once as Arrow -> numpy columns."""
+        if self._lengths is None:
+            def column(ds: Dataset, name: str) -> np.ndarray:
+                return ds.with_format("numpy", columns=[name])[name]
+            datasets = self.train_set.datasets
+            self._lengths = ([column(ds, "length") for ds in datasets],
+                             [column(ds, "rows") if "rows" in ds.column_names else np.ones(len(ds), dtype=np.int64)
+                              for ds in datasets])
+        return self._lengths
+
     def train_dataloader(self) -> DataLoader:
+        """A fresh sampler for the trainer's current epoch (train.py reloads the loader every epoch: batch counts
+        vary with the draw); on resume it skips the batches the checkpoint says were done."""
         world_size, rank = self._world()
-        def column(ds: Dataset, name: str) -> np.ndarray:  # read as one Arrow -> numpy conversion
-            return ds.with_format("numpy", columns=[name])[name]
-        lengths = [column(ds, "length") for ds in self.train_set.datasets]
-        rows = [column(ds, "rows") if s.family == "multiple_choice" else np.ones(len(ds), dtype=np.int64)
-                for s, ds in zip(self.specs, self.train_set.datasets)]
+        trainer = self.trainer
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+        if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            rank_zero_warn("the task sampler draws a new plan every epoch and its batch count varies: run the Trainer "
+                           "with reload_dataloaders_every_n_epochs=1 (train.py does) so that Lightning sees each "
+                           "epoch's length", category=UserWarning)
+        lengths, rows = self._length_columns()
         caps = [s.max_train_examples or self.hparams.max_examples_per_task for s in self.specs]
         self.sampler = MultiTaskBatchSampler(
             lengths, rows, strategy=self.hparams.sampling,
             temperature=self.hparams.temperature, caps=caps, batch_size=self.hparams.batch_size,
             max_tokens=self.hparams.max_tokens, homogeneous=self.hparams.homogeneous_batches,
+            batching=self.hparams.batching, accumulate=trainer.accumulate_grad_batches if trainer else 1,
             group_by_length=self.hparams.group_by_length, pool_size=self.hparams.group_pool_size,
-            epoch_size=self.hparams.epoch_size,
-            num_replicas=world_size, rank=rank, seed=self.hparams.seed)
+            epoch_size=self.hparams.epoch_size, num_replicas=world_size, rank=rank, seed=self.hparams.seed,
+            epoch=epoch)
         if self._resume:
             self.sampler.resume_from(self._resume["epoch"], self._resume["batches_done"])
+            self._resume = None
         return DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=self._collator(),
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+                          num_workers=self.hparams.num_workers, persistent_workers=False,
+                          pin_memory=self.hparams.pin_memory)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         world_size, rank = self._world()

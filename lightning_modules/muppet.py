@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from transformers import AutoTokenizer
 
@@ -19,6 +22,7 @@ from lightning_modules.evaluation import EvaluationMixin
 from lightning_modules.heads_factory import build_heads
 from lightning_modules.optim import PaperAdamW, decay_groups, linear_warmup_decay
 from lightning_modules.r3f import symmetric_kl
+from lightning_modules.update import NonFiniteLossError, UpdateWindow, seed_step
 
 LOSS_SCALING = ("log", "none")
 
@@ -47,6 +51,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         max_generation_examples: int = 200,
         init_from: str | None = None,
         reuse_heads: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         """
         Args:
@@ -72,6 +77,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             max_generation_examples: summaries generated (and ROUGE-scored) per task and validation run.
             init_from: start from a pre-finetuned model: an exported folder or a Lightning `.ckpt` (backbone weights).
             reuse_heads: with `init_from`, also load the heads of tasks present in both runs.
+            skip_nonfinite: skip an update whose loss is NaN/inf (counted in `train/skipped_updates`) instead of
+                stopping the run with a message naming the step and the tasks.
         """
         super().__init__()
         if loss_scaling not in LOSS_SCALING:
@@ -94,7 +101,10 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         self.register_buffer("families", torch.tensor([["classification", "multiple_choice", "span",
                                                         "summarization"].index(s.family) for s in self.specs]))
         self.register_buffer("examples_seen", torch.zeros(len(self.specs), dtype=torch.long))
-        self._window_examples, self._last_step_time = 0, None
+        self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long))
+        self._window = UpdateWindow(len(self.specs))
+        self._last_step_time = None
+        self.rng_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         if init_from:
             self._init_from(init_from, reuse_heads)
         self._setup_evaluation()
@@ -124,6 +134,12 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         return losses
 
     # ---- training ------------------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Every RNG is seeded from (seed, epoch, batch, rank): dropout and R3F noise of a step do not depend on
+        what ran before it (validation, data loading, a restart), so a resumed run draws what an uninterrupted one
+        would. The seed travels in the checkpoint."""
+        seed_step(self.rng_seed, self.current_epoch, batch_idx, self.global_rank)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out, logits = self(batch)
         losses = self.task_losses(batch, logits)
@@ -131,9 +147,10 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         examples = sum(len(scaled) for scaled, _ in losses.values())
         if self.hparams.r3f_lambda > 0:
             total = total + self.hparams.r3f_lambda * self._r3f(batch, logits) * examples
-        # every head takes part (with weight 0), so DDP needs no find_unused_parameters
+        # every head takes part (with weight 0), so DDP needs no find_unused_parameters; the heads of tasks absent
+        # from the whole update get their (zero) gradients removed before the optimizer step
         total = total + 0.0 * sum(p.sum() for p in self._always_used)
-        self._window_examples += examples
+        self._window.add(losses, total.detach(), self.device)
         self._log_training(batch, losses, total.detach() / examples, examples)
         return total
 
@@ -154,15 +171,67 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         return torch.stack(terms).mean() if terms else logits[next(iter(logits))][1].sum() * 0.0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Gradients of summed losses -> the mean over every example of the update (all micro-batches, all ranks),
-        however many examples each micro-batch held."""
-        total = self.trainer.strategy.reduce(torch.tensor(float(self._window_examples), device=self.device),
-                                             reduce_op="sum")
-        factor = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(float(total), 1.0)
+        """Once per update, with one all-reduce of the per-task example counts and non-finite flags of every
+        micro-batch on every rank: gradients of summed losses -> the mean over every example of the update;
+        parameters that took no real part (heads of absent tasks, an unused pooler) lose their zero gradients so
+        AdamW leaves them and their state untouched; a non-finite loss stops the run (or skips the update)."""
+        counts, nonfinite = self._window.reduce(self.trainer.strategy)
+        self._window.reset()
+        present = counts > 0
+        self.log("train/tasks_per_update", present.sum().float(), on_step=True, on_epoch=False, batch_size=1)
+        if nonfinite.any():
+            self._on_nonfinite(present, nonfinite > 0)
+            for p in self.parameters():
+                p.grad = None  # AdamW skips parameters without a gradient: the update does not happen
+            return
+        factor = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(float(counts.sum()), 1.0)
+        for p in self._idle_parameters(present):
+            p.grad = None
         for p in self.parameters():
             if p.grad is not None:
                 p.grad.mul_(factor)
-        self._window_examples = 0
+
+    def _idle_parameters(self, present: torch.Tensor) -> list[nn.Parameter]:
+        used_keys = {self.head_keys[t] for t in present.nonzero().flatten().tolist()}
+        idle = [p for key, head in self.heads.items() if key not in used_keys for p in head.parameters()]
+        pooler = getattr(self.backbone.model, "pooler", None)
+        if pooler is not None and not self._uses_pooler:
+            idle += list(pooler.parameters())
+        return idle
+
+    @property
+    def _uses_pooler(self) -> bool:
+        return getattr(self.backbone, "pooling", None) == "pooler"
+
+    def _on_nonfinite(self, present: torch.Tensor, bad: torch.Tensor) -> None:
+        names = lambda mask: [self.specs[t].name for t in mask.nonzero().flatten().tolist()]  # noqa: E731
+        where = (f"step {self.global_step} (epoch {self.current_epoch}): tasks in the update {names(present)}, "
+                 f"non-finite loss in {names(bad)}")
+        if self.hparams.skip_nonfinite:
+            self.skipped_updates += 1
+            rank_zero_warn(f"skipped the update at {where}")
+            self.log("train/skipped_updates", self.skipped_updates.float(), on_step=True, on_epoch=False,
+                     batch_size=1)
+            return
+        raise NonFiniteLossError(f"non-finite loss at {where}. Training stopped before this update; the last "
+                                 f"good checkpoint is kept (resume with --ckpt_path). Set model.skip_nonfinite=true "
+                                 f"to skip such updates instead")
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Norm clipping under FSDP goes through FSDP's own `clip_grad_norm_` (the norm over all shards); Lightning's
+        FSDP precision plugin refuses it otherwise. Other strategies clip as Lightning does."""
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy) \
+                and gradient_clip_algorithm in (None, "norm"):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["muppet_rng_seed"] = self.rng_seed
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.rng_seed = int(checkpoint.get("muppet_rng_seed", self.rng_seed))
 
     def _log_training(self, batch: dict, losses: dict, loss: torch.Tensor, examples: int) -> None:
         size = len(batch["task_ids"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 
@@ -16,11 +17,26 @@ class PaperAdamW(torch.optim.AdamW):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
+NO_DECAY = ("bias", "layernorm", "layer_norm", "ln_", "norm.weight", "_norm", "embeddings.norm")
+
+
+def decays(name: str) -> bool:
+    """Weight decay by parameter *name*: biases and normalisation weights get none. Names, not shapes: under FSDP
+    (`use_orig_params=True`) Lightning builds the optimizer after wrapping, when every parameter is a flat 1-D shard."""
+    lowered = name.lower()
+    return not any(marker in lowered for marker in NO_DECAY)
+
+
 def decay_groups(module: nn.Module) -> list[dict]:
-    """Weight decay on matrices only: biases and LayerNorm weights (1-D parameters) get none."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2]},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    """Two parameter groups: decayed (matrices, embeddings) and not decayed (biases, LayerNorm), with a printed
+    summary of their sizes."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in named if decays(n)]
+    plain = [p for n, p in named if not decays(n)]
+    count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+    rank_zero_info(f"weight decay on {len(decayed)} tensors ({count(decayed):,} parameters); none on {len(plain)} "
+                   f"bias/LayerNorm tensors ({count(plain):,} parameters)")
+    return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float
