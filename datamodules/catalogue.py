@@ -25,13 +25,13 @@ KNOWN_METRICS = {
     "classification": {"accuracy", "f1", "matthews_corrcoef", "pearson", "spearman"},
     "multiple_choice": {"accuracy"},
     "span": {"exact_match", "squad_f1"},
-    "summarization": {"rouge1", "rouge2", "rougeL"},
+    "summarization": {"rouge1", "rouge2", "rougeL", "rougeLsum"},
 }
 DEFAULT_METRICS = {
     "classification": ["accuracy"],
     "multiple_choice": ["accuracy"],
     "span": ["exact_match", "squad_f1"],
-    "summarization": ["rouge1", "rouge2", "rougeL"],
+    "summarization": ["rouge1", "rouge2", "rougeLsum"],
 }
 
 

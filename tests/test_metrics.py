@@ -1,10 +1,19 @@
 """Metrics and answer decoding."""
 
+import pytest
 import torch
 
 from heads.base import MASKED
 from heads.span import decode_answers
-from lightning_modules.metrics import TaskMetrics, squad_scores
+from lightning_modules.metrics import Rouge, TaskMetrics, rouge_fmeasure, split_sentences, squad_scores
+
+# A two-sentence summary pair where stemming matters (arrest/arrested, charges/charged).
+PREDICTION = "Police arrest two men in Leeds on Tuesday. The men face charges of robbing a jewellery shop!"
+REFERENCE = ("Two men have been arrested after a jewellery shop robbery in Leeds.\n"
+             "Both were charged on Tuesday and are due in court.")
+# rouge_score 0.1.2, RougeScorer([...], use_stemmer=True), sentences joined by newlines before scoring (as Hugging
+# Face's summarization example does). Without stemming rouge1 would be 18/39; rougeL without sentences 12/39.
+EXPECTED = {"rouge1": 22 / 39, "rouge2": 10 / 37, "rougeL": 12 / 39, "rougeLsum": 20 / 39}
 
 
 def test_squad_scores_normalise_and_handle_no_answer():
@@ -35,3 +44,28 @@ def test_task_metrics_compute_each_requested_metric():
     rouge = TaskMetrics(["rouge1", "rougeL"])
     rouge.update_texts(["the cat sat"], ["the cat sat"])
     assert float(rouge.compute()["rouge1"]) == 1.0
+
+
+def test_rouge_equals_the_rouge_score_package_with_stemming():
+    assert split_sentences(PREDICTION) == ["Police arrest two men in Leeds on Tuesday.",
+                                           "The men face charges of robbing a jewellery shop!"]
+    for key, value in EXPECTED.items():
+        assert rouge_fmeasure(key, PREDICTION, REFERENCE) == pytest.approx(value, abs=1e-12)
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")  # requirements-test.txt
+    scorer = rouge_scorer.RougeScorer(list(EXPECTED), use_stemmer=True)
+    reference = scorer.score("\n".join(split_sentences(REFERENCE)), "\n".join(split_sentences(PREDICTION)))
+    assert {k: v.fmeasure for k, v in reference.items()} == pytest.approx(EXPECTED, abs=1e-12)
+
+
+def test_rouge_is_a_mean_over_examples_that_merges_exactly_across_ranks():
+    pairs = [(PREDICTION, REFERENCE), ("the cat sat", "the cat sat"), ("", "a reference"), ("words", "")]
+    whole, rank0, rank1 = Rouge("rougeLsum"), Rouge("rougeLsum"), Rouge("rougeLsum")
+    whole.update(*map(list, zip(*pairs)))
+    rank0.update(*map(list, zip(*pairs[:1])))
+    rank1.update(*map(list, zip(*pairs[1:])))
+    rank0.merge_state(rank1)  # what DDP's sum-reduction of the states does
+    expected = (EXPECTED["rougeLsum"] + 1.0) / 4
+    assert float(whole.compute()) == pytest.approx(expected) and float(rank0.compute()) == float(whole.compute())
+    metrics = TaskMetrics(["rouge1", "rouge2", "rougeLsum", "rougeL"])
+    metrics.update_texts([PREDICTION], [REFERENCE])
+    assert {k: float(v) for k, v in metrics.compute().items()} == pytest.approx(EXPECTED, abs=1e-6)
