@@ -62,13 +62,16 @@ class MultiTaskCollator:
         self.families, self.pad_token_id, self.pad_to_multiple_of = families, pad_token_id, pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        seqs, task_ids, example_ids, labels, starts, ends, targets = [], [], [], [], [], [], []
+        seqs, types, task_ids, example_ids, labels, starts, ends, targets = [], [], [], [], [], [], [], []
         extras: dict[str, list] = {key: [] for key in EVAL_LISTS.values()}
         for e, ex in enumerate(examples):
             multiple = self.families[ex["task_id"]] == "multiple_choice"
             choices = ex["input_ids"] if multiple else [ex["input_ids"]]
-            for k, ids in enumerate(choices):
+            segments = ex.get("token_type_ids")
+            segments = [None] * len(choices) if segments is None else segments if multiple else [segments]
+            for k, (ids, segment) in enumerate(zip(choices, segments)):
                 seqs.append(ids)
+                types.append(segment)
                 task_ids.append(ex["task_id"])
                 example_ids.append(e)
                 labels.append(float(k == ex["label"]) if multiple else float(ex.get("label", 0.0)))
@@ -84,6 +87,10 @@ class MultiTaskCollator:
             "task_ids": torch.tensor(task_ids), "example_ids": torch.tensor(example_ids),
             "labels": torch.tensor(labels), "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends),
         }
+        if any(t is not None for t in types):  # BERT-family segment ids; tokenizers like RoBERTa's make none
+            batch["token_type_ids"] = torch.zeros_like(input_ids)  # (R, T), padded with 0
+            for row, segment in enumerate(types):
+                batch["token_type_ids"][row, :len(segment or [])] = torch.as_tensor(segment or [], dtype=torch.long)
         if any(targets):
             batch["target_ids"] = pad([t or [-100] for t in targets], -100)  # (R, L)
         if any(x is not None for x in extras["offsets"]):

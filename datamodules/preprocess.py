@@ -1,6 +1,7 @@
 """One batched `preprocess(examples)` per family, run under `dataset.map(batched=True)` with a fast tokenizer.
 
-Every family writes `input_ids` and `length` (tokens the example costs in a batch; a multiple-choice example counts
+Every family writes `input_ids` (and `token_type_ids` when the tokenizer returns them: BERT-family segment ids, kept
+as run_glue keeps the whole encoding) and `length` (tokens the example costs in a batch; a multiple-choice example counts
 all of its choices, and also writes `rows`, its number of choices). Family targets follow docs/architecture.md ("Collated batch").
 """
 
@@ -14,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from datamodules.catalogue import TaskSpec
 from datamodules.validation import choice_list, column, label_to_id
 
-PREPROCESS_VERSION = 2  # bump when the output of a preprocess function changes: it invalidates the cache
+PREPROCESS_VERSION = 3  # bump when the output of a preprocess function changes: it invalidates the cache
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class Lengths:
     doc_stride: int = 64  # overlap between span-QA windows
 
 
+def encoded(enc) -> dict[str, list]:
+    """The columns of a tokenizer encoding a row needs: `input_ids`, and `token_type_ids` when the tokenizer makes them."""
+    return {key: enc[key] for key in ("input_ids", "token_type_ids") if key in enc}
+
+
 def preprocess_classification(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengths: Lengths) -> Callable:
     def preprocess(examples: dict[str, list]) -> dict[str, list]:
         texts = [column(examples, name) for name in spec.inputs]
@@ -31,7 +37,7 @@ def preprocess_classification(spec: TaskSpec, tok: PreTrainedTokenizerBase, leng
             texts = [texts[0], [" ".join(parts) for parts in zip(*texts[1:])]]
         enc = tok(*texts, truncation=True, max_length=lengths.max_length)  # pairs: longest_first keeps both
         labels = [float(label_to_id(spec, v)) for v in column(examples, spec.label)]
-        return {"input_ids": enc["input_ids"], "label": labels, "length": [len(x) for x in enc["input_ids"]]}
+        return {**encoded(enc), "label": labels, "length": [len(x) for x in enc["input_ids"]]}
     return preprocess
 
 
@@ -43,11 +49,13 @@ def preprocess_multiple_choice(spec: TaskSpec, tok: PreTrainedTokenizerBase, len
         flat_first = [f for f, cs in zip(firsts, choices) for _ in cs]
         flat_choice = [c for cs in choices for c in cs]
         enc = tok(flat_first, flat_choice, truncation=True, max_length=lengths.max_length)
-        input_ids, start = [], 0
+        columns, start = {key: [] for key in encoded(enc)}, 0
         for cs in choices:  # regroup the flat (context, choice) encodings per example
-            input_ids.append(enc["input_ids"][start:start + len(cs)])
+            for key, values in columns.items():
+                values.append(enc[key][start:start + len(cs)])
             start += len(cs)
-        return {"input_ids": input_ids, "label": [float(label_to_id(spec, v)) for v in column(examples, spec.label)],
+        input_ids = columns["input_ids"]
+        return {**columns, "label": [float(label_to_id(spec, v)) for v in column(examples, spec.label)],
                 "length": [len(rows) * max(map(len, rows)) for rows in input_ids], "rows": list(map(len, input_ids))}
     return preprocess
 
@@ -79,7 +87,7 @@ def preprocess_span(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengths: Lengt
         contexts, answers = column(examples, spec.inputs[1]), column(examples, spec.answers)
         enc = tok(questions, contexts, truncation="only_second", max_length=lengths.max_length,
                   stride=lengths.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
-        out: dict[str, list] = {"input_ids": enc["input_ids"], "length": [len(x) for x in enc["input_ids"]],
+        out: dict[str, list] = {**encoded(enc), "length": [len(x) for x in enc["input_ids"]],
                                 "start_positions": [], "end_positions": []}
         if for_eval:
             out |= {"example_index": [], "offsets": [], "context": [], "gold_answers": []}
@@ -102,7 +110,7 @@ def preprocess_summarization(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengt
     def preprocess(examples: dict[str, list]) -> dict[str, list]:
         enc = tok(column(examples, spec.inputs[0]), truncation=True, max_length=lengths.max_length)
         targets = tok(text_target=column(examples, spec.target), truncation=True, max_length=lengths.max_target_length)
-        return {"input_ids": enc["input_ids"], "target_ids": targets["input_ids"],
+        return {**encoded(enc), "target_ids": targets["input_ids"],
                 "length": [len(x) for x in enc["input_ids"]]}
     return preprocess
 

@@ -3,6 +3,7 @@ reads the same tokens; pooled = state at the final EOS, as BartForSequenceClassi
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ class Backbone(nn.Module):
         self.model = model.train()  # `from_pretrained` returns eval mode, which would switch dropout off in training
         self.config = model.config
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+        # segment ids reach the model only when it has an embedding for a second segment (BERT, ALBERT, ELECTRA)
+        self.uses_token_types = (not self.is_encoder_decoder and getattr(model.config, "type_vocab_size", 0) > 1
+                                 and "token_type_ids" in inspect.signature(model.forward).parameters)
 
     @property
     def hidden_size(self) -> int:
@@ -65,6 +69,8 @@ class Backbone(nn.Module):
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         embeds = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
         if not self.is_encoder_decoder:
+            if self.uses_token_types and "token_type_ids" in batch:
+                embeds["token_type_ids"] = batch["token_type_ids"]
             hidden = self.model(attention_mask=mask, **embeds).last_hidden_state  # (R, T, H)
             return BackboneOutput(hidden=hidden, pooled=hidden[:, 0])
         decoder_ids = self._decoder_inputs(batch, summarization_rows)  # (R, max(T, L))

