@@ -41,23 +41,29 @@ class CatalogueError(ValueError):
 
 @dataclass
 class TaskSpec:
-    name: str
-    family: str
-    source: dict[str, Any]
-    inputs: list[str]
+    """One resolved catalogue entry; the fields are the YAML keys (table in docs/architecture.md, "Task spec")."""
+
+    name: str  # the entry's key: lowercase and stable (it keys heads, metrics and checkpoints)
+    family: str  # classification | multiple_choice | span | summarization
+    source: dict[str, Any]  # `datasets.load_dataset` kwargs: path, name, data_files, revision
+    inputs: list[str]  # text columns; dotted names reach into nested columns
+    # source split names per role; values may slice (`train[:90%]`)
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation"})
-    label: str | None = None
-    label_map: dict[Any, int] | None = None
-    skip_labels: list[Any] | None = None
-    num_labels: int | None = None
-    choices: str | list[str] | None = None
-    num_choices: int | None = None
-    answers: str | None = None
-    allow_no_answer: bool = False
-    target: str | None = None
-    metrics: list[str] = field(default_factory=list)
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
+    # carve `validation` out of `train` instead of naming a split: {size: rows (int) or fraction (< 1), seed: int};
+    # the carved rows leave `train`, the same rows every run (datamodules/holdout.py)
+    validation_from_train: dict[str, Any] | None = None
+    label: str | None = None  # label column (classification, multiple_choice)
+    label_map: dict[Any, int] | None = None  # raw label value -> id
+    skip_labels: list[Any] | None = None  # raw label values whose rows are dropped (SNLI's -1)
+    num_labels: int | None = None  # classes; 1 = regression
+    choices: str | list[str] | None = None  # a list column, or a list of one column per choice
+    num_choices: int | None = None  # choices per example
+    answers: str | None = None  # SQuAD-style {text, answer_start} column (span)
+    allow_no_answer: bool = False  # SQuAD v2: unanswerable questions allowed (span)
+    target: str | None = None  # summary column (summarization)
+    metrics: list[str] = field(default_factory=list)  # names from lightning_modules/metrics.py; first = primary
+    max_train_examples: int | None = None  # cap on this task's training examples per epoch
+    max_eval_examples: int | None = None  # cap on this task's validation/test examples
     catalogue_dir: str = "."  # folder of the YAML file; relative `data_files` resolve against it
 
     @property
@@ -115,6 +121,8 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
         raise CatalogueError(f"{where}: field 'inputs' has {len(inputs)} column(s); family '{family}' takes "
                              f"{' or '.join(map(str, INPUT_COUNTS[family]))}")
     spec = TaskSpec(name=name, catalogue_dir=catalogue_dir, **{**entry, "inputs": inputs})
+    if spec.validation_from_train is not None:
+        spec.validation_from_train, spec.splits = _holdout(where, spec.validation_from_train, entry.get("splits"))
     if spec.num_labels is not None and spec.num_labels < 1:
         raise CatalogueError(f"{where}: field 'num_labels' must be >= 1 (1 = regression), got {spec.num_labels}")
     if spec.num_choices is not None and spec.num_choices < 2:
@@ -130,6 +138,26 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
     if spec.is_regression and spec.metrics == ["accuracy"]:
         spec.metrics = ["pearson", "spearman"]
     return spec
+
+
+def _holdout(where: str, holdout: Any, splits: dict[str, str] | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check `validation_from_train`; the validation role then reads the train split (the carve picks its rows)."""
+    field_ = f"{where}: field 'validation_from_train'"
+    if not isinstance(holdout, dict) or set(holdout) - {"size", "seed"} or "size" not in holdout:
+        raise CatalogueError(f"{field_} must be a mapping {{size: rows or fraction, seed: int}}, got {holdout!r}")
+    size, seed = holdout["size"], holdout.get("seed", 0)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not (
+            size >= 1 if isinstance(size, int) else 0 < size < 1):
+        raise CatalogueError(f"{field_}: 'size' must be a row count >= 1 or a fraction in (0, 1), got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CatalogueError(f"{field_}: 'seed' must be an integer, got {seed!r}")
+    splits = dict(splits or {"train": "train"})
+    if splits.get("validation", splits.get("train")) != splits.get("train"):
+        raise CatalogueError(f"{field_} carves validation from train; drop the 'validation' entry of field "
+                             f"'splits' ({splits['validation']!r})")
+    train = splits.get("train", "train")
+    return {"size": size, "seed": seed}, {"train": train, "validation": train, **{k: v for k, v in splits.items()
+                                                                                   if k not in ("train", "validation")}}
 
 
 @dataclass

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue, TaskSpec
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
+from datamodules.holdout import carve
 from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
 from datamodules.sampler import BATCHING, STRATEGIES, MultiTaskBatchSampler
 from datamodules.validation import DataValidationError, validate_split
@@ -120,6 +121,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                 raise DataValidationError(f"task '{spec.name}', split '{split}': the split is empty") from error
             raise DataValidationError(f"task '{spec.name}', split '{split}': could not load "
                                       f"{spec.splits[split]!r} from {spec.source}: {error}") from error
+        dataset = carve(dataset, spec, split)  # catalogue field validation_from_train
         if spec.skip_labels:  # e.g. SNLI's -1 = no gold label
             skip = set(spec.skip_labels)
             dataset = dataset.filter(lambda labels: [v not in skip for v in labels], input_columns=spec.label,

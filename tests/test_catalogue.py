@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from datasets import load_dataset
 
 from datamodules.catalogue import FAMILIES, Catalogue, CatalogueError, parse_entry
+from datamodules.holdout import holdout_rows
 from tests.conftest import demo_datamodule
 
 CATALOGUE = Catalogue.load()
+# Local files named `validation` that were drawn from an upstream test split (/work/shared/data/SOURCES.md).
+UPSTREAM_TEST_FILES = {"shared_trec": "validation", "shared_yelp_polarity": "validation"}
 WORDS = "the quick brown fox jumps over a lazy dog near river bank while birds sing".split()
 
 
@@ -78,6 +82,8 @@ def test_every_catalogue_entry_loads_preprocesses_and_collates(family, tmp_path)
             path.write_text("".join(json.dumps(synthetic_row(spec, i)) + "\n" for i in range(12)))
             files[base] = str(path)
         entry = {k: v for k, v in spec.to_dict().items() if k not in ("name", "catalogue_dir")}
+        if spec.validation_from_train:  # 12 synthetic rows: hold out 3
+            entry["validation_from_train"] = {"size": 0.25, "seed": 0}
         entries[spec.name] = {**entry, "source": {"path": "json", "data_files": files}}
     (tmp_path / "catalogue.yaml").write_text(yaml.safe_dump(entries))
     dm = demo_datamodule(list(entries), str(tmp_path / "cache"), catalogue=[str(tmp_path / "catalogue.yaml")],
@@ -120,6 +126,11 @@ def test_selection_by_family_and_mixture_deduplicates():
      "field 'splits' needs 'train' and 'validation'"),
     ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
       "metrics": ["bleu"]}, "unknown metric(s) ['bleu']"),
+    ({"family": "summarization", "source": {"path": "json"}, "inputs": ["d"], "target": "s",
+      "validation_from_train": {"size": 1.5}}, "field 'validation_from_train': 'size' must be"),
+    ({"family": "summarization", "source": {"path": "json"}, "inputs": ["d"], "target": "s",
+      "validation_from_train": {"size": 10}, "splits": {"train": "train", "validation": "test"}},
+     "drop the 'validation' entry of field 'splits'"),
 ])
 def test_bad_entries_fail_naming_task_and_field(entry, message):
     with pytest.raises(CatalogueError, match=re.escape(message)) as error:
@@ -144,3 +155,60 @@ def test_user_task_from_own_files_needs_no_code(tmp_path):
     assert set(batch["labels"].tolist()) == {0.0, 1.0}
     assert Path(dm.specs[0].load_kwargs()["data_files"]["train"]).is_absolute()
     assert torch.equal(batch["task_ids"].unique(), torch.tensor([0]))
+
+
+def test_no_entry_validates_on_a_test_split():
+    """Validation picks checkpoints; a labelled test split serves `test` only, and validating on train rows needs
+    `validation_from_train` (the carved rows then leave train)."""
+    for spec in CATALOGUE.tasks.values():
+        validation = re.sub(r"\[.*\]$", "", spec.splits["validation"])
+        assert not validation.startswith("test") and validation != UPSTREAM_TEST_FILES.get(spec.name), spec.name
+        assert spec.splits["validation"] != spec.splits["train"] or spec.validation_from_train, spec.name
+        files = spec.source.get("data_files")
+        if isinstance(files, dict):
+            assert "test" not in Path(str(files.get(validation, ""))).name, spec.name
+    carved = {n for n, s in CATALOGUE.tasks.items() if s.validation_from_train}
+    assert {"ag_news", "dbpedia_14", "yelp_polarity", "imdb", "trec"} <= carved
+    assert all(CATALOGUE.tasks[n].splits.get("test") for n in carved)
+
+
+def carved_catalogue(tmp_path: Path, size: int | float, seed: int) -> str:
+    """demo_sentiment (via the catalogue) with validation held out of train and its own validation file as test."""
+    spec = CATALOGUE.tasks["demo_sentiment"]
+    entry = {k: v for k, v in spec.to_dict().items() if k not in ("name", "catalogue_dir", "splits")}
+    entry.update(source=spec.load_kwargs(), splits={"train": "train", "test": "validation"},
+                 validation_from_train={"size": size, "seed": seed})
+    path = tmp_path / f"carved-{size}-{seed}.yaml"
+    path.write_text(yaml.safe_dump({"carved": entry}))
+    return str(path)
+
+
+def test_validation_carved_from_train_is_disjoint_deterministic_and_cached(tmp_path):
+    cache = tmp_path / "cache"
+    dm = demo_datamodule(["carved"], str(cache), catalogue=[carved_catalogue(tmp_path, 300, 0)])
+    spec = dm.specs[0]
+    source = load_dataset(**spec.load_kwargs(), split="train")
+    held = holdout_rows(len(source), 300, 0)
+    rest = sorted(set(range(len(source))) - set(held.tolist()))
+    train, validation = dm._raw(spec, "train"), dm._raw(spec, "validation")
+    assert len(held) == 300 and validation.to_list() == source.select(held).to_list()
+    assert len(rest) == len(source) - 300 and train.to_list() == source.select(rest).to_list()
+    assert dm._raw(spec, "test").to_list() == load_dataset(**spec.load_kwargs(), split="validation").to_list()
+    assert train._fingerprint != validation._fingerprint
+
+    def cached(module) -> dict[str, str]:
+        return {s: module._preprocessed(module.specs[0], s).cache_files[0]["filename"] for s in ("train", "validation")}
+
+    files, listing = cached(dm), sorted(p.name for p in cache.rglob("*.arrow"))
+    assert Path(files["train"]).name.startswith("train-") and Path(files["validation"]).name.startswith("validation-")
+    # caps cut the carved parts afterwards: same train rows (same cache file), validation = first rows of the carve
+    capped = demo_datamodule(["carved"], str(cache), catalogue=[carved_catalogue(tmp_path, 300, 0)],
+                             max_eval_examples=50, max_examples_per_task=100)
+    assert capped._raw(spec, "validation").to_list() == source.select(held[:50]).to_list()
+    assert cached(capped)["train"] == files["train"]
+    again = demo_datamodule(["carved"], str(cache), catalogue=[carved_catalogue(tmp_path, 300, 0)])
+    assert cached(again) == files
+    reseeded = demo_datamodule(["carved"], str(cache), catalogue=[carved_catalogue(tmp_path, 0.15, 1)])
+    assert set(holdout_rows(len(source), 0.15, 1).tolist()) != set(held.tolist())
+    assert set(cached(reseeded).values()).isdisjoint(files.values())
+    assert set(listing) <= {p.name for p in cache.rglob("*.arrow")}
