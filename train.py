@@ -7,6 +7,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from datamodules.multitask import MultiTaskDataModule
 from lightning_modules.backbone import tokenizer_source
+from lightning_modules.checkpoint_io import AtomicCheckpointIO, last_checkpoint
 from lightning_modules.export import ExportPretrained
 from lightning_modules.muppet import MuppetModule
 
@@ -30,10 +31,18 @@ class MuppetCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(ExportPretrained, "export")
 
+    def before_fit(self) -> None:
+        """`--ckpt_path=last`: the newest `last.ckpt` of this logger's earlier runs (the new run logs into a new
+        version folder, where Lightning's own lookup would find nothing)."""
+        if self.config_init["fit"].get("ckpt_path") == "last":
+            self.config_init["fit"]["ckpt_path"] = str(last_checkpoint(self.trainer))
+
 
 TRAINER_DEFAULTS = {
     "use_distributed_sampler": False,  # the data module shards batches across ranks itself
+    "reload_dataloaders_every_n_epochs": 1,  # each epoch's plan (and batch count) is drawn anew
     "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="muppet"),
+    "plugins": lazy_instance(AtomicCheckpointIO),  # a kill during a checkpoint write keeps the previous one
 }
 
 

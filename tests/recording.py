@@ -1,0 +1,52 @@
+"""Callbacks that tests add to real `train.py` runs (`--trainer.callbacks+=tests.recording.BatchLog`): a log of every
+training batch per rank, and a SIGKILL of the whole run at a chosen step. Configured by environment variables, so
+the same command line serves the uninterrupted, the killed and the resumed run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+
+import lightning as L
+import torch
+
+
+def fingerprint(task_id: int, rows: list[list[int]]) -> str:
+    """One example: its task and the real tokens of each of its rows (choices of a multiple-choice example)."""
+    return hashlib.sha1(json.dumps([task_id, rows]).encode()).hexdigest()[:16]
+
+
+def batch_fingerprints(batch: dict) -> list[str]:
+    lengths = batch["attention_mask"].sum(1).tolist()
+    examples: dict[int, tuple[int, list]] = {}
+    for row, (example, task) in enumerate(zip(batch["example_ids"].tolist(), batch["task_ids"].tolist())):
+        examples.setdefault(example, (task, []))[1].append(batch["input_ids"][row, :lengths[row]].tolist())
+    return [fingerprint(task, rows) for task, rows in examples.values()]
+
+
+class BatchLog(L.Callback):
+    """Appends {rank, epoch, batch_idx, step, examples} per training batch to `$MUPPET_BATCH_LOG.rank<r>`."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        path = os.environ.get("MUPPET_BATCH_LOG")
+        if not path:
+            return
+        record = {"rank": trainer.global_rank, "epoch": trainer.current_epoch, "batch_idx": batch_idx,
+                  "step": trainer.global_step, "examples": batch_fingerprints(batch)}
+        with open(f"{path}.rank{trainer.global_rank}", "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class KillAt(L.Callback):
+    """SIGKILLs the run's whole process group when `$MUPPET_KILL_AT_STEP` optimizer steps are done."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = os.environ.get("MUPPET_KILL_AT_STEP")
+        if step and trainer.global_step == int(step):
+            if trainer.world_size > 1:
+                torch.distributed.barrier()  # every rank has logged its batches up to here
+            if trainer.is_global_zero:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            signal.pause()
