@@ -60,6 +60,9 @@ class TaskSpec:
     num_choices: int | None = None  # choices per example
     answers: str | None = None  # SQuAD-style {text, answer_start} column (span)
     allow_no_answer: bool = False  # SQuAD v2: unanswerable questions allowed (span)
+    # span: `answers` holds answer strings only (ReCoRD); each is found in the context to make the SQuAD-style
+    # column (datamodules/answers.py); `answers` and the context input are then top-level columns
+    locate_answers: bool = False
     target: str | None = None  # summary column (summarization)
     metrics: list[str] = field(default_factory=list)  # names from lightning_modules/metrics.py; first = primary
     max_train_examples: int | None = None  # cap on this task's training examples per epoch
@@ -121,6 +124,9 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
         raise CatalogueError(f"{where}: field 'inputs' has {len(inputs)} column(s); family '{family}' takes "
                              f"{' or '.join(map(str, INPUT_COUNTS[family]))}")
     spec = TaskSpec(name=name, catalogue_dir=catalogue_dir, **{**entry, "inputs": inputs})
+    if spec.locate_answers and (not spec.answers or "." in f"{spec.answers}{inputs[-1]}"):
+        raise CatalogueError(f"{where}: field 'locate_answers' needs a top-level 'answers' column and a "
+                             f"top-level context column (the last of 'inputs')")
     if spec.validation_from_train is not None:
         spec.validation_from_train, spec.splits = _holdout(where, spec.validation_from_train, entry.get("splits"))
     if spec.num_labels is not None and spec.num_labels < 1:

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
+from datamodules.answers import locate_answers
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue, TaskSpec
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
@@ -122,6 +123,7 @@ class MultiTaskDataModule(L.LightningDataModule):
             raise DataValidationError(f"task '{spec.name}', split '{split}': could not load "
                                       f"{spec.splits[split]!r} from {spec.source}: {error}") from error
         dataset = carve(dataset, spec, split)  # catalogue field validation_from_train
+        dataset = locate_answers(dataset, spec)  # catalogue field locate_answers
         if spec.skip_labels:  # e.g. SNLI's -1 = no gold label
             skip = set(spec.skip_labels)
             dataset = dataset.filter(lambda labels: [v not in skip for v in labels], input_columns=spec.label,

@@ -115,3 +115,17 @@ def test_fixed_size_batches_without_grouping_leave_at_most_one_short_batch():
     sampler = MultiTaskBatchSampler(lengths_of([2000] * 6), batch_size=162, group_by_length=False, pool_size=4096)
     sizes = Counter(len(b) for b in sampler)
     assert sizes == Counter({162: 74, 12: 1})
+
+
+def test_evaluation_ranks_step_equally_often_and_fillers_are_marked():
+    from datamodules.collate import PaddingBatch
+    from datamodules.eval_sampler import EvalBatchSampler
+    groups = [0, 0, 1, 2, 2, 2, 3, 4, 5]  # 6 examples over 9 rows (span windows)
+    ranks = [EvalBatchSampler(len(groups), 2, groups, num_replicas=4, rank=r) for r in range(4)]
+    assert {len(s) for s in ranks} == {1}  # 2, 2, 1, 1 examples: one batch each
+    ranks = [EvalBatchSampler(len(groups), 1, groups, num_replicas=4, rank=r) for r in range(4)]
+    assert [len(s) for s in ranks] == [2, 2, 2, 2]
+    real = [[row for b in s if not isinstance(b, PaddingBatch) for row in b] for s in ranks]
+    assert sorted(row for rows in real for row in rows) == list(range(len(groups)))  # each row once, on one rank
+    assert [sum(isinstance(b, PaddingBatch) for b in s) for s in ranks] == [0, 0, 1, 1]
+    assert ranks[3].batches[-1] == ranks[3].batches[0]  # a filler repeats the rank's own first batch
