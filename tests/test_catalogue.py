@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
 
+from datamodules.answers import find_answer, locate_answers
 from datamodules.catalogue import FAMILIES, Catalogue, CatalogueError, parse_entry
 from datamodules.holdout import holdout_rows
 from tests.conftest import demo_datamodule
@@ -61,8 +62,11 @@ def synthetic_row(spec, i: int) -> dict:
         context = text(i, 30)
         answer = " ".join(context.split()[10:12])
         unanswerable = spec.allow_no_answer and i % 3 == 0
-        put(row, spec.answers, {"text": [] if unanswerable else [answer],
-                                "answer_start": [] if unanswerable else [context.index(answer)]})
+        if spec.locate_answers:  # answer strings only (ReCoRD): the loader finds them in the context
+            put(row, spec.answers, [answer, answer])
+        else:
+            put(row, spec.answers, {"text": [] if unanswerable else [answer],
+                                    "answer_start": [] if unanswerable else [context.index(answer)]})
         put(row, spec.inputs[1], context)
     else:
         put(row, spec.target, text(i + 5, 5))
@@ -107,6 +111,9 @@ def test_paper_mixture_has_the_papers_counts():
                                                          "summarization": 4}
     assert [s.name for s in CATALOGUE.select("glue")] == ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli",
                                                           "rte"]
+    names = {s.name for s in muppet}
+    assert "record" in names and "race" not in names  # race: an evaluation target (docs/catalogue.md)
+    assert [s.name for s in CATALOGUE.select("muppet_eval")] == ["rte", "boolq", "race", "squad", "mnli"]
 
 
 def test_selection_by_family_and_mixture_deduplicates():
@@ -131,6 +138,8 @@ def test_selection_by_family_and_mixture_deduplicates():
     ({"family": "summarization", "source": {"path": "json"}, "inputs": ["d"], "target": "s",
       "validation_from_train": {"size": 10}, "splits": {"train": "train", "validation": "test"}},
      "drop the 'validation' entry of field 'splits'"),
+    ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
+      "locate_answers": True}, "field 'locate_answers' needs a top-level 'answers' column"),
 ])
 def test_bad_entries_fail_naming_task_and_field(entry, message):
     with pytest.raises(CatalogueError, match=re.escape(message)) as error:
@@ -212,3 +221,15 @@ def test_validation_carved_from_train_is_disjoint_deterministic_and_cached(tmp_p
     assert set(holdout_rows(len(source), 0.15, 1).tolist()) != set(held.tolist())
     assert set(cached(reseeded).values()).isdisjoint(files.values())
     assert set(listing) <= {p.name for p in cache.rglob("*.arrow")}
+
+
+def test_answer_strings_are_located_as_whole_words_in_the_context():
+    context = "Edwards met Ed in Paris. Ed left for the U.S. on Monday."
+    assert find_answer(context, "Ed") == context.index("Ed in") and find_answer(context, "Paris") == 18
+    assert find_answer(context, "U.S") == context.index("U.S.") and find_answer(context, "Rome") == -1
+    spec = CATALOGUE.tasks["record"]
+    raw = Dataset.from_dict({"query": ["@placeholder left"], "passage": [context],
+                             "answers": [["Ed", "Edwards", "Ed", "Rome"]]})
+    answers = locate_answers(raw, spec)[0]["answers"]
+    assert answers == {"text": ["Ed", "Edwards"], "answer_start": [12, 0]}
+    assert all(context[s:s + len(t)] == t for t, s in zip(answers["text"], answers["answer_start"]))
