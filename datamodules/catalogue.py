@@ -12,27 +12,9 @@ from typing import Any
 
 import yaml
 
-FAMILIES = ("classification", "multiple_choice", "span", "summarization")
+from datamodules.families import FAMILIES  # each family's fields, input counts and metrics
+
 DEFAULT_CATALOGUE = str(Path(__file__).resolve().parent.parent / "configs" / "tasks")
-FAMILY_FIELDS = {
-    "classification": ("label", "num_labels"),
-    "multiple_choice": ("label", "choices", "num_choices"),
-    "span": ("answers",),
-    "summarization": ("target",),
-}
-INPUT_COUNTS = {"classification": (1, 2, 3), "multiple_choice": (1, 2, 3), "span": (2,), "summarization": (1,)}
-KNOWN_METRICS = {
-    "classification": {"accuracy", "f1", "matthews_corrcoef", "pearson", "spearman"},
-    "multiple_choice": {"accuracy"},
-    "span": {"exact_match", "squad_f1"},
-    "summarization": {"rouge1", "rouge2", "rougeL", "rougeLsum"},
-}
-DEFAULT_METRICS = {
-    "classification": ["accuracy"],
-    "multiple_choice": ["accuracy"],
-    "span": ["exact_match", "squad_f1"],
-    "summarization": ["rouge1", "rouge2", "rougeLsum"],
-}
 
 
 class CatalogueError(ValueError):
@@ -71,7 +53,7 @@ class TaskSpec:
 
     @property
     def is_regression(self) -> bool:
-        return self.family == "classification" and self.num_labels == 1
+        return self.num_labels == 1 and "num_labels" in FAMILIES[self.family].fields
 
     def columns(self) -> list[str]:
         """Every source column this task reads (top-level names; dotted names reach into nested columns)."""
@@ -114,15 +96,15 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
     family = entry.get("family")
     if family not in FAMILIES:
         raise CatalogueError(f"{where}: field 'family' is {family!r}; expected one of {list(FAMILIES)}")
-    for required in ("source", "inputs", *FAMILY_FIELDS[family]):
+    for required in ("source", "inputs", *FAMILIES[family].fields):
         if entry.get(required) in (None, "", []):
             raise CatalogueError(f"{where}: family '{family}' needs field '{required}'")
     if not isinstance(entry["source"], dict) or "path" not in entry["source"]:
         raise CatalogueError(f"{where}: field 'source' needs a 'path' (hub id or json/csv/parquet builder)")
     inputs = [entry["inputs"]] if isinstance(entry["inputs"], str) else list(entry["inputs"])
-    if len(inputs) not in INPUT_COUNTS[family]:
+    if len(inputs) not in FAMILIES[family].input_counts:
         raise CatalogueError(f"{where}: field 'inputs' has {len(inputs)} column(s); family '{family}' takes "
-                             f"{' or '.join(map(str, INPUT_COUNTS[family]))}")
+                             f"{' or '.join(map(str, FAMILIES[family].input_counts))}")
     spec = TaskSpec(name=name, catalogue_dir=catalogue_dir, **{**entry, "inputs": inputs})
     if spec.locate_answers and (not spec.answers or "." in f"{spec.answers}{inputs[-1]}"):
         raise CatalogueError(f"{where}: field 'locate_answers' needs a top-level 'answers' column and a "
@@ -136,11 +118,11 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
     if not {"train", "validation"} <= set(spec.splits) or not set(spec.splits) <= {"train", "validation", "test"}:
         raise CatalogueError(f"{where}: field 'splits' needs 'train' and 'validation' (and optionally 'test') "
                              f"entries, got {spec.splits}")
-    spec.metrics = list(spec.metrics or DEFAULT_METRICS[family])
-    unknown_metrics = sorted(set(spec.metrics) - KNOWN_METRICS[family])
+    spec.metrics = list(spec.metrics or FAMILIES[family].default_metrics)
+    unknown_metrics = sorted(set(spec.metrics) - set(FAMILIES[family].metrics))
     if unknown_metrics:
         raise CatalogueError(f"{where}: unknown metric(s) {unknown_metrics} in field 'metrics'; family "
-                             f"'{family}' has {sorted(KNOWN_METRICS[family])}")
+                             f"'{family}' has {sorted(FAMILIES[family].metrics)}")
     if spec.is_regression and spec.metrics == ["accuracy"]:
         spec.metrics = ["pearson", "spearman"]
     return spec
@@ -207,7 +189,7 @@ class Catalogue:
             elif item in self.mixtures:
                 names += self.mixtures[item]
             elif item in FAMILIES:
-                names += [n for n in self.mixtures.get("muppet", []) if self.tasks[n].family == item]
+                names += [n for n in self.mixtures.get("muppet", []) if item == self.tasks[n].family]
             else:
                 raise CatalogueError(f"unknown task or mixture '{item}' in data.tasks; known mixtures: "
                                      f"{sorted(self.mixtures)}, families: {list(FAMILIES)}, "

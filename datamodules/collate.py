@@ -8,8 +8,17 @@ import torch
 from datasets import Dataset
 from torch.utils.data import Dataset as TorchDataset
 
-EVAL_LISTS = {"offsets": "offsets", "context": "contexts", "gold_answers": "gold_answers",
-              "example_index": "example_index"}
+from datamodules.families import FAMILIES
+
+# what the families' rows carry besides their encoding and label (datamodules/families.py)
+ROW_TARGETS = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.row_targets))
+SEQUENCE_TARGETS = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.sequence_targets))
+EVAL_LISTS = {column: key for f in FAMILIES.values() for column, key in f.eval_lists.items()}
+
+
+class PaddingBatch(list):
+    """Indices of a filler evaluation batch: a rank with fewer examples runs it so that every rank steps equally
+    often (under FSDP every forward is a collective); its rows carry `is_padding` and count in no metric."""
 
 
 class MultiTaskDataset(TorchDataset):
@@ -42,6 +51,9 @@ class MultiTaskDataset(TorchDataset):
             columns = self.datasets[task][[located[p][1] for p in positions]]
             for k, p in enumerate(positions):
                 rows[p] = {"task_id": self.task_ids[task], **{name: values[k] for name, values in columns.items()}}
+        if isinstance(indices, PaddingBatch):
+            for row in rows:
+                row["is_padding"] = True
         return rows
 
 
@@ -59,40 +71,47 @@ class MultiTaskCollator:
     """Flattens examples into rows (a multiple-choice example's choices become rows sharing `example_ids`)."""
 
     def __init__(self, families: list[str], pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        """families: the family name of each task id."""
         self.families, self.pad_token_id, self.pad_to_multiple_of = families, pad_token_id, pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        seqs, types, task_ids, example_ids, labels, starts, ends, targets = [], [], [], [], [], [], [], []
+        seqs, types, task_ids, example_ids, labels = [], [], [], [], []
+        targets: dict[str, list] = {name: [] for name in ROW_TARGETS + SEQUENCE_TARGETS}
         extras: dict[str, list] = {key: [] for key in EVAL_LISTS.values()}
         for e, ex in enumerate(examples):
-            multiple = self.families[ex["task_id"]] == "multiple_choice"
+            multiple = FAMILIES[self.families[ex["task_id"]]].row_per_choice
             choices = ex["input_ids"] if multiple else [ex["input_ids"]]
             segments = ex.get("token_type_ids")
             segments = [None] * len(choices) if segments is None else segments if multiple else [segments]
-            for k, (ids, segment) in enumerate(zip(choices, segments)):
+            for ids, segment in zip(choices, segments):
                 seqs.append(ids)
                 types.append(segment)
                 task_ids.append(ex["task_id"])
                 example_ids.append(e)
-                labels.append(float(k == ex["label"]) if multiple else float(ex.get("label", 0.0)))
-                starts.append(ex.get("start_positions", 0))
-                ends.append(ex.get("end_positions", 0))
-                targets.append(ex.get("target_ids") or [])
-                for key, name in EVAL_LISTS.items():
-                    extras[name].append(ex.get(key))
+                labels.append(float(ex.get("label", 0.0)))  # multiple choice: the correct choice, on every row
+                for name in ROW_TARGETS:
+                    targets[name].append(ex.get(name, 0))
+                for name in SEQUENCE_TARGETS:
+                    targets[name].append(ex.get(name) or [])
+                for column, key in EVAL_LISTS.items():
+                    extras[key].append(ex.get(column))
         input_ids = pad(seqs, self.pad_token_id, self.pad_to_multiple_of)
         batch: dict[str, Any] = {
             "input_ids": input_ids,  # (R, T)
             "attention_mask": (torch.arange(input_ids.shape[1]) < torch.tensor([[len(s)] for s in seqs])).long(),
             "task_ids": torch.tensor(task_ids), "example_ids": torch.tensor(example_ids),
-            "labels": torch.tensor(labels), "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends),
+            "labels": torch.tensor(labels),
+            **{name: torch.tensor(targets[name]) for name in ROW_TARGETS},  # (R,), 0 on other families' rows
         }
         if any(t is not None for t in types):  # BERT-family segment ids; tokenizers like RoBERTa's make none
             batch["token_type_ids"] = torch.zeros_like(input_ids)  # (R, T), padded with 0
             for row, segment in enumerate(types):
                 batch["token_type_ids"][row, :len(segment or [])] = torch.as_tensor(segment or [], dtype=torch.long)
-        if any(targets):
-            batch["target_ids"] = pad([t or [-100] for t in targets], -100)  # (R, L)
-        if any(x is not None for x in extras["offsets"]):
+        for name in SEQUENCE_TARGETS:
+            if any(targets[name]):
+                batch[name] = pad([t or [-100] for t in targets[name]], -100)  # (R, L)
+        if any(v is not None for values in extras.values() for v in values):
             batch.update(extras)
+        if any(ex.get("is_padding") for ex in examples):  # a filler evaluation batch (PaddingBatch)
+            batch["is_padding"] = True
         return batch

@@ -138,7 +138,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         path = Path(self.hparams.cache_dir) / spec.name / f"{split}-{key}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
         return raw.map(make_preprocess(spec, self.tokenizer, self.lengths, for_eval), batched=True,
-                       with_indices=spec.family == "span", remove_columns=raw.column_names,
+                       with_indices=True, remove_columns=raw.column_names,
                        cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenize {spec.name}/{split}")
 
     def _splits(self, stage: str | None) -> list[str]:
@@ -225,7 +225,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         for task_id, (spec, dataset) in enumerate(zip(self.specs, self.eval_sets[split])):
             if dataset is None:
                 continue
-            groups = dataset["example_index"] if spec.family == "span" else None
+            # rows of one example (span-QA windows) carry its `example_index` and stay in one batch
+            groups = dataset["example_index"] if "example_index" in dataset.column_names else None
             sampler = EvalBatchSampler(len(dataset), self.hparams.eval_batch_size or self.hparams.batch_size,
                                        groups, world_size, rank)
             loaders.append(DataLoader(MultiTaskDataset([dataset], [task_id]), batch_sampler=sampler,

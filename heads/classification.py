@@ -1,17 +1,19 @@
-"""Sentence / sentence-pair classification (cross-entropy) and regression (MSE), one head per task."""
+"""Sentence / sentence-pair classification (cross-entropy) and regression (MSE on normalised targets), one head per
+task."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from heads.base import BackboneOutput, Head
+from lightning_modules.metrics import TaskMetrics
 
 
 class ClassificationHead(Head):
-    family = "classification"
-
     def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.num_labels = num_labels
@@ -24,13 +26,51 @@ class ClassificationHead(Head):
 
     def example_losses(self, logits, batch, rows):
         labels = batch["labels"][rows]
-        if self.num_labels == 1:
-            return F.mse_loss(logits.squeeze(-1).float(), labels.float(), reduction="none"), None
-        n = torch.full_like(labels, float(self.num_labels))
-        return F.cross_entropy(logits.float(), labels.long(), reduction="none"), n
+        chance = torch.full_like(labels, math.log(self.num_labels), dtype=torch.float)
+        return F.cross_entropy(logits.float(), labels.long(), reduction="none"), chance
+
+    def predict(self, logits, batch, rows, decoding):
+        """{label: class id, probabilities: one per class} per example."""
+        probabilities = logits.float().softmax(-1)
+        return [{"label": int(p.argmax()), "probabilities": p.tolist()} for p in probabilities.cpu()]
+
+    def make_metrics(self, spec):
+        return TaskMetrics(spec.metrics, max(2, self.num_labels))
+
+    def update_metrics(self, metrics, logits, batch, rows, decoding):
+        metrics.update_labels(logits.argmax(-1), batch["labels"][rows])
+
+
+class RegressionHead(ClassificationHead):
+    """One score per example (num_labels = 1). It learns the target normalised by its task's training mean and
+    standard deviation, so predicting the mean costs 1 as a chance-level prediction does on every other task: the
+    raw loss is the MSE in the task's own units and the chance-level loss the variance. The statistics are buffers
+    (they travel with checkpoints and exports); predictions and metrics are in the original units."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__(hidden_size, 1, dropout)
+        self.register_buffer("label_mean", torch.zeros(()))
+        self.register_buffer("label_std", torch.ones(()))
+        self.register_buffer("label_count", torch.zeros((), dtype=torch.long))  # 0: not set from data yet
+
+    def set_label_statistics(self, mean: float, std: float, count: int) -> None:
+        """The training targets' mean, (population) standard deviation and count."""
+        self.label_mean.fill_(mean)
+        self.label_std.fill_(std if std > 0 else 1.0)
+        self.label_count.fill_(count)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:  # (R_t, 1) normalised -> (R_t,) original units
+        return logits.squeeze(-1).float() * self.label_std + self.label_mean
+
+    def example_losses(self, logits, batch, rows):
+        raw = F.mse_loss(self.scores(logits), batch["labels"][rows].float(), reduction="none")
+        return raw, (self.label_std.float() ** 2).expand_as(raw)
 
     def distributions(self, logits, batch, rows):
-        return [] if self.num_labels == 1 else [logits]
+        return []
 
-    def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1)
+    def predict(self, logits, batch, rows, decoding):
+        return self.scores(logits).tolist()
+
+    def update_metrics(self, metrics, logits, batch, rows, decoding):
+        metrics.update_labels(self.scores(logits), batch["labels"][rows])

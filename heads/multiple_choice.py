@@ -19,9 +19,13 @@ def group_rows(scores: torch.Tensor, example_ids: torch.Tensor) -> tuple[torch.T
     return grouped, counts
 
 
-class MultipleChoiceHead(Head):
-    family = "multiple_choice"
+def correct_choices(batch: dict, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E,) the correct choice of each example (every row of an example carries it as its label), (E,) choice counts."""
+    _, counts = torch.unique_consecutive(batch["example_ids"][rows], return_counts=True)
+    return batch["labels"][rows][torch.cumsum(counts, 0) - counts].long(), counts
 
+
+class MultipleChoiceHead(Head):
     def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.dense, self.dropout = nn.Linear(hidden_size, hidden_size), nn.Dropout(dropout)
@@ -32,8 +36,12 @@ class MultipleChoiceHead(Head):
         return group_rows(scores.float(), batch["example_ids"][rows])[0]
 
     def example_losses(self, logits, batch, rows):
-        correct, counts = group_rows(batch["labels"][rows].float(), batch["example_ids"][rows])
-        return F.cross_entropy(logits, correct.argmax(-1), reduction="none"), counts.float()
+        correct, counts = correct_choices(batch, rows)  # chance: uniform over the example's own choices
+        return F.cross_entropy(logits, correct, reduction="none"), counts.float().log()
 
-    def targets(self, batch: dict, rows: torch.Tensor) -> torch.Tensor:
-        return group_rows(batch["labels"][rows].float(), batch["example_ids"][rows])[0].argmax(-1)
+    def predict(self, logits, batch, rows, decoding):
+        """The chosen choice's index per example."""
+        return logits.argmax(-1).tolist()
+
+    def update_metrics(self, metrics, logits, batch, rows, decoding):
+        metrics.update_labels(logits.argmax(-1), correct_choices(batch, rows)[0])

@@ -11,8 +11,6 @@ from heads.base import MASKED, BackboneOutput, Head
 
 
 class SpanHead(Head):
-    family = "span"
-
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.qa_outputs = nn.Linear(hidden_size, 2)
@@ -24,10 +22,22 @@ class SpanHead(Head):
     def example_losses(self, logits, batch, rows):
         start = F.cross_entropy(logits[:, 0], batch["start_positions"][rows], reduction="none")
         end = F.cross_entropy(logits[:, 1], batch["end_positions"][rows], reduction="none")
-        return (start + end) / 2, batch["attention_mask"][rows].sum(-1).float()
+        return (start + end) / 2, batch["attention_mask"][rows].sum(-1).float().log()  # chance: over the positions
 
     def distributions(self, logits, batch, rows):
         return [logits[:, 0], logits[:, 1]]
+
+    def predict(self, logits, batch, rows, decoding):
+        """The answer text per example (all its windows are in the batch; "" = no answer)."""
+        picked = rows.tolist()
+        answers = decode_answers(logits, [batch["example_index"][r] for r in picked],
+                                 [batch["offsets"][r] for r in picked], [batch["contexts"][r] for r in picked],
+                                 decoding.spec.allow_no_answer, decoding.max_answer_length)
+        return list(answers.values())
+
+    def update_metrics(self, metrics, logits, batch, rows, decoding):
+        golds = {batch["example_index"][r]: batch["gold_answers"][r] for r in rows.tolist()}
+        metrics.update_answers(self.predict(logits, batch, rows, decoding), list(golds.values()))
 
 
 def decode_answers(logits: torch.Tensor, example_ids: list[int], offsets: list, contexts: list[str],

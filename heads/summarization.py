@@ -1,7 +1,9 @@
 """Summarization: BART's decoder and LM head (logits come from the backbone), label-smoothed cross-entropy per
-target token."""
+target token; predictions are generated (beam search)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from heads.base import BackboneOutput, Head
 
 
 class SummarizationHead(Head):
-    family = "summarization"
+    generative = True
 
     def __init__(self, vocab_size: int, label_smoothing: float = 0.1) -> None:
         super().__init__()
@@ -24,7 +26,17 @@ class SummarizationHead(Head):
         per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none",
                                     label_smoothing=self.label_smoothing)
         tokens = (targets != -100).sum(-1).clamp(min=1)
-        return per_token.sum(-1) / tokens, torch.full_like(tokens, self.vocab_size, dtype=torch.float)
+        return per_token.sum(-1) / tokens, torch.full_like(tokens, math.log(self.vocab_size), dtype=torch.float)
 
     def distributions(self, logits, batch, rows):
         return [logits[batch["target_ids"][rows, :logits.shape[1]] != -100]]
+
+    def predict(self, logits, batch, rows, decoding):
+        """The generated summary per example."""
+        return decoding.tokenizer.batch_decode(decoding.generate(batch, rows), skip_special_tokens=True)
+
+    def update_metrics(self, metrics, logits, batch, rows, decoding):
+        tokenizer, targets = decoding.tokenizer, batch["target_ids"][rows]
+        references = tokenizer.batch_decode(targets.masked_fill(targets == -100, tokenizer.pad_token_id),
+                                            skip_special_tokens=True)
+        metrics.update_texts(self.predict(logits, batch, rows, decoding), references)

@@ -64,7 +64,7 @@ class Backbone(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
-    def forward(self, batch: dict, summarization_rows: torch.Tensor | None = None,
+    def forward(self, batch: dict, lm_rows: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None) -> BackboneOutput:
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         embeds = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
@@ -73,33 +73,33 @@ class Backbone(nn.Module):
                 embeds["token_type_ids"] = batch["token_type_ids"]
             hidden = self.model(attention_mask=mask, **embeds).last_hidden_state  # (R, T, H)
             return BackboneOutput(hidden=hidden, pooled=hidden[:, 0])
-        decoder_ids = self._decoder_inputs(batch, summarization_rows)  # (R, max(T, L))
+        decoder_ids = self._decoder_inputs(batch, lm_rows)  # (R, max(T, L))
         hidden = self.model.model(attention_mask=mask, decoder_input_ids=decoder_ids, **embeds).last_hidden_state
         width = input_ids.shape[1]
         eos = input_ids.eq(self.config.eos_token_id) & mask.bool()
         last_eos = width - 1 - eos.flip(1).int().argmax(1)  # (R,) position of the final EOS
         out = BackboneOutput(hidden=hidden[:, :width], pooled=hidden[torch.arange(len(hidden)), last_eos])
-        if summarization_rows is not None and len(summarization_rows):
+        if lm_rows is not None and len(lm_rows):
             length = batch["target_ids"].shape[1]
-            logits = self.model.lm_head(hidden[summarization_rows, :length])  # (R_sum, L, V)
+            logits = self.model.lm_head(hidden[lm_rows, :length])  # (R_lm, L, V)
             out.lm_logits = logits + self.model.final_logits_bias.to(logits.dtype) \
                 if hasattr(self.model, "final_logits_bias") else logits
-            out.lm_rows = summarization_rows
+            out.lm_rows = lm_rows
         return out
 
-    def _decoder_inputs(self, batch: dict, summarization_rows: torch.Tensor | None) -> torch.Tensor:
-        """Every row reads its own input (shifted right); summarization rows read their shifted summary."""
+    def _decoder_inputs(self, batch: dict, lm_rows: torch.Tensor | None) -> torch.Tensor:
+        """Every row reads its own input (shifted right); rows of generative heads read their shifted target."""
         pad, start = self.config.pad_token_id, self.config.decoder_start_token_id
         source = batch["input_ids"]
-        if summarization_rows is None or not len(summarization_rows):
+        if lm_rows is None or not len(lm_rows):
             return shift_right(source, pad, start)
         targets = batch["target_ids"]
         width = max(source.shape[1], targets.shape[1])
         ids = source.new_full((len(source), width), pad)
         ids[:, :source.shape[1]] = source
-        ids[summarization_rows] = pad
-        ids[summarization_rows, :targets.shape[1]] = targets[summarization_rows].masked_fill(
-            targets[summarization_rows] == -100, pad)
+        ids[lm_rows] = pad
+        ids[lm_rows, :targets.shape[1]] = targets[lm_rows].masked_fill(
+            targets[lm_rows] == -100, pad)
         return shift_right(ids, pad, start)
 
     def generate(self, batch: dict, **kwargs: Any) -> torch.Tensor:

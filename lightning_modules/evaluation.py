@@ -1,4 +1,13 @@
-"""Validation and test of MuppetModule: per-task losses and metrics, `val/<task>/<metric>`, `val/score`."""
+"""Validation, test and predict of MuppetModule: per-task losses and metrics, `val/<task>/<metric>`, `val/score`.
+Each task's head turns its logits into predictions and metric updates (heads/base.py); nothing here names a family.
+
+Contracts with distributed evaluation (under FSDP every forward and every generation is a collective):
+- a batch may carry `is_padding: True`, a filler that a rank runs only so that all ranks step equally often: it runs
+  the forward (and the generation, where the task generates) as a real batch does, and updates nothing;
+- `generate` runs with `synced_gpus=True` when there is more than one rank;
+- whether a batch is generated depends only on its index in its dataloader and the configured batch size, which are
+  the same on every rank.
+"""
 
 from __future__ import annotations
 
@@ -7,79 +16,67 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 
-from heads.span import decode_answers
-from lightning_modules.metrics import TaskMetrics
+from heads.base import Decoding
 
 
 class EvaluationMixin:
     """`val/score` = mean over tasks of each task's first (primary) metric, the value checkpointing monitors."""
 
     def _setup_evaluation(self) -> None:
-        self.eval_metrics = nn.ModuleDict({s.name: TaskMetrics(s.metrics, max(2, s.num_labels or 2))
-                                           for s in self.specs})
+        self.eval_metrics = nn.ModuleDict({s.name: self.head_of(t).make_metrics(s) for t, s in enumerate(self.specs)})
         self.eval_losses = nn.ModuleDict({s.name: MeanMetric() for s in self.specs})
-        self._generated = {s.name: 0 for s in self.specs}
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, batch_idx)
 
-    def _eval_step(self, batch: dict) -> None:
+    def _eval_step(self, batch: dict, batch_idx: int) -> None:
+        padding = bool(batch.get("is_padding", False))
         _, logits = self(batch)
-        for task, (scaled, _) in self.task_losses(batch, logits).items():
-            spec = self.specs[task]
-            self.eval_losses[spec.name].update(scaled)
-            rows, task_logits = logits[task]
-            self._update_metrics(task, batch, rows, task_logits)
+        losses = self.task_losses(batch, logits)
+        for task, (rows, task_logits) in logits.items():
+            head, decoding, name = self.head_of(task), self._decoding(task), self.specs[task].name
+            scored = not head.generative or self._generation_due(batch_idx, int(batch["example_ids"].max()) + 1)
+            if padding:
+                if head.generative and scored:
+                    head.predict(task_logits, batch, rows, decoding)  # the same collective generation; discarded
+                continue
+            self.eval_losses[name].update(losses[task][0])
+            if scored:
+                head.update_metrics(self.eval_metrics[name], task_logits, batch, rows, decoding)
 
-    def _update_metrics(self, task: int, batch: dict, rows: torch.Tensor, logits: torch.Tensor) -> None:
-        spec, head, metrics = self.specs[task], self.head_of(task), self.eval_metrics[self.specs[task].name]
-        if spec.family == "classification":
-            metrics.update_labels(head.predict(logits), batch["labels"][rows])
-        elif spec.family == "multiple_choice":
-            metrics.update_labels(logits.argmax(-1), head.targets(batch, rows))
-        elif spec.family == "span":
-            answers = self._answers(task, batch, rows, logits)
-            golds = {batch["example_index"][r]: batch["gold_answers"][r] for r in rows.tolist()}
-            metrics.update_answers(list(answers.values()), [golds[e] for e in answers])
-        elif self._generated[spec.name] < self.hparams.max_generation_examples:
-            self._generated[spec.name] += len(rows)
-            targets = batch["target_ids"][rows].masked_fill(batch["target_ids"][rows] == -100,
-                                                           self.tokenizer.pad_token_id)
-            metrics.update_texts(self._summaries(batch, rows), self.tokenizer.batch_decode(targets,
-                                                                                          skip_special_tokens=True))
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
 
-    def _summaries(self, batch: dict, rows: torch.Tensor) -> list[str]:
+    def _generation_due(self, batch_idx: int, examples: int) -> bool:
+        """Generate (and score) the batches of a task that together hold about `max_generation_examples` examples
+        over all ranks: the first k batches of each dataloader, k from the configured evaluation batch size (this
+        batch's size only where no data module says it), the same k on every rank."""
+        hparams = getattr(getattr(self._trainer, "datamodule", None), "hparams", {})
+        per_batch = hparams.get("eval_batch_size") or hparams.get("batch_size") or examples
+        return batch_idx * per_batch * self._world_size() < self.hparams.max_generation_examples
+
+    def _decoding(self, task: int) -> Decoding:
+        return Decoding(spec=self.specs[task], tokenizer=self.tokenizer, generate=self._generate,
+                        max_answer_length=self.hparams.max_answer_length)
+
+    def _generate(self, batch: dict, rows: torch.Tensor) -> torch.Tensor:
         sub = {"input_ids": batch["input_ids"][rows], "attention_mask": batch["attention_mask"][rows]}
-        generated = self.backbone.generate(sub, num_beams=self.hparams.num_beams,
-                                           max_new_tokens=self.hparams.max_new_tokens)
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-
-    def _answers(self, task: int, batch: dict, rows: torch.Tensor, logits: torch.Tensor) -> dict[int, str]:
-        picked = rows.tolist()
-        return decode_answers(logits, [batch["example_index"][r] for r in picked],
-                              [batch["offsets"][r] for r in picked], [batch["contexts"][r] for r in picked],
-                              self.specs[task].allow_no_answer, self.hparams.max_answer_length)
+        return self.backbone.generate(sub, num_beams=self.hparams.num_beams, max_new_tokens=self.hparams.max_new_tokens,
+                                      synced_gpus=self._world_size() > 1)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
-        """One record per example: {task, prediction}: a class id or score, a choice index, an answer text or a
-        generated summary."""
+        """One record per example, {task, prediction}, the prediction as its head gives it: {label, probabilities}
+        (classification), a score in the task's units (regression), a choice index, an answer text, a summary.
+        A padding batch runs the same forward and generation and returns no records."""
         _, logits = self(batch)
         records = []
         for task, (rows, task_logits) in logits.items():
-            spec, head = self.specs[task], self.head_of(task)
-            if spec.family == "classification":
-                predictions = head.predict(task_logits).tolist()
-            elif spec.family == "multiple_choice":
-                predictions = task_logits.argmax(-1).tolist()
-            elif spec.family == "span":
-                predictions = list(self._answers(task, batch, rows, task_logits).values())
-            else:
-                predictions = self._summaries(batch, rows)
-            records += [{"task": spec.name, "prediction": p} for p in predictions]
-        return records
+            predictions = self.head_of(task).predict(task_logits, batch, rows, self._decoding(task))
+            records += [{"task": self.specs[task].name, "prediction": p} for p in predictions]
+        return [] if batch.get("is_padding", False) else records
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -105,7 +102,6 @@ class EvaluationMixin:
             primary.append(values[spec.metrics[0]].float())
             self.eval_metrics[spec.name].reset()
             self.eval_losses[spec.name].reset()
-            self._generated[spec.name] = 0
         if not primary:
             return
         score = torch.stack(primary).nan_to_num(0.0).mean()

@@ -93,13 +93,11 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         folder = init_from if init_from and Path(init_from).is_dir() else None
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(backbone, tokenizer, init_from))
         self.backbone = Backbone(build_backbone(folder or backbone, None if folder else backbone_config, self.tokenizer))
-        if any(s.family == "summarization" for s in self.specs) and not self.backbone.is_encoder_decoder:
-            raise ValueError("summarization tasks need an encoder-decoder backbone (e.g. BART): "
-                             f"{[s.name for s in self.specs if s.family == 'summarization']}")
         self.heads, self.head_keys = build_heads(self.specs, self.backbone, dropout, label_smoothing,
                                                  shared_multiple_choice_head, shared_span_head)
-        self.register_buffer("families", torch.tensor([["classification", "multiple_choice", "span",
-                                                        "summarization"].index(s.family) for s in self.specs]))
+        # tasks whose heads read the backbone's LM logits (summarization): the backbone computes them for their rows
+        self.register_buffer("generative", torch.tensor([self.heads[k].generative for k in self.head_keys]),
+                             persistent=False)
         self.register_buffer("examples_seen", torch.zeros(len(self.specs), dtype=torch.long))
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long))
         self._window = UpdateWindow(len(self.specs))
@@ -116,8 +114,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
     def forward(self, batch: dict, inputs_embeds: torch.Tensor | None = None
                 ) -> tuple[BackboneOutput, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
         """One backbone forward for the whole batch; {task id: (rows, head logits)} for each task in it."""
-        summarization = (self.families[batch["task_ids"]] == 3).nonzero().squeeze(1)
-        out = self.backbone(batch, summarization, inputs_embeds)
+        lm_rows = self.generative[batch["task_ids"]].nonzero().squeeze(1)
+        out = self.backbone(batch, lm_rows, inputs_embeds)
         logits = {}
         for task in batch["task_ids"].unique().tolist():
             rows = (batch["task_ids"] == task).nonzero().squeeze(1)
@@ -125,11 +123,13 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         return out, logits
 
     def task_losses(self, batch: dict, logits: dict) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """{task: (scaled, raw)} per-example losses; scaled = raw / log n unless scaling is off or n is None."""
+        """{task: (scaled, raw)} per-example losses: raw in the task's own units; scaled = raw / the loss of a
+        chance-level prediction (log n; the target variance for regression), or raw when scaling is off."""
         losses = {}
         for task, (rows, task_logits) in logits.items():
-            raw, n = self.head_of(task).example_losses(task_logits, batch, rows)
-            scaled = raw / torch.log(n) if self.hparams.loss_scaling == "log" and n is not None else raw
+            raw, chance = self.head_of(task).example_losses(task_logits, batch, rows)
+            # a one-way choice has chance loss 0 and raw loss 0: it costs 0
+            scaled = raw / chance.clamp(min=1e-6) if self.hparams.loss_scaling == "log" else raw
             losses[task] = (scaled, raw)
         return losses
 
@@ -178,6 +178,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         counts, nonfinite = self._window.reduce(self.trainer.strategy)
         self._window.reset()
         present = counts > 0
+        self.last_update_tasks = present.nonzero().flatten().tolist()
         self.log("train/tasks_per_update", present.sum().float(), on_step=True, on_epoch=False, batch_size=1)
         if nonfinite.any():
             self._on_nonfinite(present, nonfinite > 0)

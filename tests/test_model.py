@@ -98,7 +98,7 @@ def test_uniform_predictor_scores_about_one_per_family(tiny_bart, all_data):
     with torch.no_grad():
         out, logits = module(batch)
         out.lm_logits.zero_()  # the LM head lives in the backbone; a uniform one gives zero logits
-        summary = all_data.specs.index(next(s for s in all_data.specs if s.family == "summarization"))
+        summary = next(t for t in range(len(all_data.specs)) if module.head_of(t).generative)
         rows = logits[summary][0]
         logits[summary] = (rows, module.head_of(summary)(out, batch, rows))
         losses = module.task_losses(batch, logits)
@@ -168,7 +168,7 @@ def test_collator_flattens_choices_into_rows():
                      {"task_id": 0, "input_ids": [0, 9, 2], "label": 1.0}])
     assert batch["input_ids"].shape == (4, 4)
     assert batch["example_ids"].tolist() == [0, 0, 0, 1]
-    assert batch["labels"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert batch["labels"].tolist() == [2.0, 2.0, 2.0, 1.0]  # multiple choice: the correct choice on every row
     assert batch["attention_mask"].sum(1).tolist() == [3, 4, 3, 3]
 
 
@@ -183,6 +183,11 @@ def test_predict_returns_one_record_per_example_of_every_task(tiny_roberta, demo
     assert all(len(predictions) == 10 for predictions in by_task.values())
     assert all(isinstance(p, str) for p in by_task["demo_span"])
     assert all(p in (0, 1, 2) for p in by_task["demo_choice"])
+    assert all(isinstance(p, float) for p in by_task["demo_rating"])
+    for p in by_task["demo_sentiment"]:
+        assert p["label"] in (0, 1) and len(p["probabilities"]) == 2
+        assert math.isclose(sum(p["probabilities"]), 1.0, rel_tol=1e-5) and p["label"] == p["probabilities"].index(
+            max(p["probabilities"]))
 
 
 def test_init_from_a_lightning_checkpoint_loads_backbone_and_heads(tiny_roberta, encoder_data, tmp_path):

@@ -17,7 +17,7 @@ TOK = AutoTokenizer.from_pretrained(TOKENIZER)
 def run(entry: dict, rows: list[dict], lengths: Lengths, for_eval: bool = False) -> Dataset:
     spec = parse_entry("t", {"source": {"path": "json"}, **entry})
     raw = Dataset.from_list(rows)
-    return raw.map(make_preprocess(spec, TOK, lengths, for_eval), batched=True, with_indices=spec.family == "span",
+    return raw.map(make_preprocess(spec, TOK, lengths, for_eval), batched=True, with_indices=True,
                    remove_columns=raw.column_names)
 
 
