@@ -34,10 +34,13 @@ class UpdateWindow:
         if self.counts is None:
             self.counts = torch.zeros(self.num_tasks, device=device)
             self.nonfinite = torch.zeros(self.num_tasks, device=device)
-        total_bad = (~torch.isfinite(total)).float()
-        for task, (scaled, _) in losses.items():
-            self.counts[task] += len(scaled)
-            self.nonfinite[task] += torch.maximum((~torch.isfinite(scaled.detach())).any().float(), total_bad)
+        tasks = list(losses)
+        bad = torch.stack([(~torch.isfinite(losses[t][0].detach())).any() for t in tasks]).float()  # (T_batch,)
+        # a non-finite total with finite task losses (e.g. the R3F term) is charged to every task of the batch
+        bad = torch.maximum(bad, (~torch.isfinite(total)).float() * (1 - bad.max()))
+        for task, flag in zip(tasks, bad):
+            self.counts[task] += len(losses[task][0])
+            self.nonfinite[task] += flag
 
     def reduce(self, strategy) -> tuple[torch.Tensor, torch.Tensor]:
         """(counts, non-finite flags) summed over every rank: one collective."""

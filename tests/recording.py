@@ -50,3 +50,28 @@ class KillAt(L.Callback):
             if trainer.is_global_zero:
                 os.killpg(os.getpgid(0), signal.SIGKILL)
             signal.pause()
+
+
+def digest(tensors: list[torch.Tensor]) -> str:
+    hasher = hashlib.sha1()
+    for tensor in tensors:
+        hasher.update(tensor.detach().cpu().float().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+class HeadLog(L.Callback):
+    """After every optimizer step, appends to `$MUPPET_HEAD_LOG.rank<r>` the tasks present in the update (all ranks)
+    and a digest of each head's parameters and AdamW state."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        path = os.environ.get("MUPPET_HEAD_LOG")
+        if not path:
+            return
+        optimizer = trainer.optimizers[0]
+        heads = {key: digest([t for p in head.parameters()
+                              for t in (p, *optimizer.state.get(p, {}).values()) if torch.is_tensor(t)])
+                 for key, head in pl_module.heads.items()}
+        used = sorted({pl_module.head_keys[t] for t in pl_module.last_update_tasks})
+        record = {"step": trainer.global_step, "used_heads": used, "heads": heads}
+        with open(f"{path}.rank{trainer.global_rank}", "a") as file:
+            file.write(json.dumps(record) + "\n")
