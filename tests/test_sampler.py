@@ -129,3 +129,63 @@ def test_evaluation_ranks_step_equally_often_and_fillers_are_marked():
     assert sorted(row for rows in real for row in rows) == list(range(len(groups)))  # each row once, on one rank
     assert [sum(isinstance(b, PaddingBatch) for b in s) for s in ranks] == [0, 0, 1, 1]
     assert ranks[3].batches[-1] == ranks[3].batches[0]  # a filler repeats the rank's own first batch
+
+
+@pytest.mark.parametrize("batching", ["mixed", "task_per_batch"])
+@pytest.mark.parametrize("max_tokens", [None, 700])
+def test_proportional_without_caps_sees_every_example_once_per_epoch_over_ranks(batching, max_tokens):
+    sizes = [3001, 17, 250]
+    lengths = lengths_of(sizes, seed=4)
+    ranks = [MultiTaskBatchSampler(lengths, batch_size=16, max_tokens=max_tokens, batching=batching,
+                                   num_replicas=3, rank=r, seed=2) for r in range(3)]
+    plans = []
+    for epoch in (0, 1):
+        for s in ranks:
+            s.set_epoch(epoch)
+        batches = [list(s) for s in ranks]
+        assert len({len(b) for b in batches}) == 1 and all(len(s) == len(batches[0]) for s in ranks)
+        seen = sorted(i for rank_batches in batches for b in rank_batches for i in b)
+        assert seen == list(range(sum(sizes)))  # every example exactly once, across ranks
+        plans.append(batches[0])
+    assert plans[0] != plans[1]
+
+
+def test_task_per_batch_and_task_per_update_schemes():
+    sizes = [900, 400, 300, 200]
+    lengths = lengths_of(sizes)
+    per_batch = [MultiTaskBatchSampler(lengths, max_tokens=1024, batching="task_per_batch", num_replicas=2, rank=r)
+                 for r in (0, 1)]
+    batches = [list(s) for s in per_batch]
+    assert all(len({task_of(per_batch[0], i) for i in b}) == 1 for rank in batches for b in rank)
+    updates = [{task_of(per_batch[0], b[0]) for b in pair} for pair in zip(*batches)]
+    assert np.mean([len(u) for u in updates]) > 1.5  # the update (both ranks) mixes tasks
+
+    accumulate = 3
+    per_update = [MultiTaskBatchSampler(lengths, max_tokens=1024, batching="task_per_update", num_replicas=2,
+                                        rank=r, accumulate=accumulate) for r in (0, 1)]
+    batches = [list(s) for s in per_update]
+    assert len(batches[0]) == len(batches[1]) and len(batches[0]) % accumulate == 0
+    for step in range(0, len(batches[0]), accumulate):  # every micro-batch of every rank in one update: one task
+        tasks = {task_of(per_update[0], i) for rank in batches for b in rank[step:step + accumulate] for i in b}
+        assert len(tasks) == 1
+    assert len({task_of(per_update[0], b[0]) for b in batches[0]}) == 4
+
+
+def test_atomic_checkpoint_write_keeps_the_previous_file_when_killed_mid_write(tmp_path):
+    import torch
+
+    from lightning_modules.checkpoint_io import AtomicCheckpointIO
+
+    class DiesWhilePickled:
+        def __reduce__(self):
+            raise KeyboardInterrupt("killed during the write")
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, path)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "weights": torch.zeros(1000), "bad": DiesWhilePickled()}, path)
+    assert torch.load(path, weights_only=False)["step"] == 1  # the earlier checkpoint is intact and loads
+    assert [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"] == ["last.ckpt.partial"]
+    io.save_checkpoint({"step": 3}, path)
+    assert torch.load(path, weights_only=False)["step"] == 3
