@@ -29,7 +29,9 @@ TASK_NAMES = ["demo_sentiment", "demo_topic_pair", "demo_rating", "demo_choice"]
 def trainer_for(max_steps: int, callbacks: list, **kwargs) -> L.Trainer:
     return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, limit_val_batches=0, callbacks=callbacks,
-                     use_distributed_sampler=False, **kwargs)
+                     use_distributed_sampler=False, default_root_dir=None,
+                     enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+                     **kwargs)
 
 
 class Snapshot(L.Callback):
