@@ -21,6 +21,7 @@ from datamodules.eval_sampler import EvalBatchSampler
 from datamodules.holdout import carve
 from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
 from datamodules.sampler import BATCHING, STRATEGIES, MultiTaskBatchSampler
+from datamodules.subset import check_subset, train_subset
 from datamodules.validation import DataValidationError, validate_split
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "muppet")
@@ -37,6 +38,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         sampling: str = "proportional",
         temperature: float = 2.0,
         max_examples_per_task: int | None = None,
+        train_fraction: float | None = None,
+        train_examples: int | None = None,
         epoch_size: int | None = None,
         homogeneous_batches: bool = False,
         batching: str | None = None,
@@ -63,6 +66,9 @@ class MultiTaskDataModule(L.LightningDataModule):
             sampling: which task each example comes from: `proportional` (dataset sizes), `temperature`, `uniform`.
             temperature: T of `temperature` sampling, p ~ size^(1/T).
             max_examples_per_task: cap on any task's examples per epoch (a catalogue entry's own cap wins).
+            train_fraction: train on this fraction of each task's training split: a subset drawn with `seed`,
+                nested across fractions (datamodules/subset.py); for data-efficiency (few-shot) studies.
+            train_examples: train on this many examples of each task's training split (a subset as above).
             epoch_size: examples per epoch (all ranks); default the sum of the capped task sizes.
             homogeneous_batches: shorthand for `batching: task_per_batch`.
             batching: `mixed` (tasks mixed inside every batch), `task_per_batch` (one task per micro-batch, many
@@ -87,6 +93,7 @@ class MultiTaskDataModule(L.LightningDataModule):
             raise ValueError(f"data.sampling is '{sampling}'; expected one of {list(STRATEGIES)}")
         if batching is not None and batching not in BATCHING:
             raise ValueError(f"data.batching is '{batching}'; expected one of {list(BATCHING)}")
+        check_subset(train_fraction, train_examples)
         # the tokenizer is the model's (linked by train.py): logged once, with the model's hyperparameters
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer_name = tokenizer
@@ -128,6 +135,9 @@ class MultiTaskDataModule(L.LightningDataModule):
             skip = set(spec.skip_labels)
             dataset = dataset.filter(lambda labels: [v not in skip for v in labels], input_columns=spec.label,
                                      batched=True, desc=f"skip labels {sorted(skip)} of {spec.name}/{split}")
+        if split == "train":  # data.train_fraction / data.train_examples, drawn from the (carved) train rows
+            dataset = train_subset(dataset, self.hparams.train_fraction, self.hparams.train_examples,
+                                   self.hparams.seed, spec.name)
         cap = (spec.max_eval_examples or self.hparams.max_eval_examples) if split != "train" else None
         return dataset.select(range(min(cap, len(dataset)))) if cap else dataset
 
