@@ -195,7 +195,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         """(tokens, rows) of every training example, read once as Arrow -> numpy columns."""
         if self._lengths is None:
             def column(ds: Dataset, name: str) -> np.ndarray:
-                return ds.with_format("numpy", columns=[name])[name]
+                return np.asarray(ds.with_format("numpy", columns=[name])[:][name], dtype=np.int64)
             datasets = self.train_set.datasets
             self._lengths = ([column(ds, "length") for ds in datasets],
                              [column(ds, "rows") if "rows" in ds.column_names else np.ones(len(ds), dtype=np.int64)
