@@ -236,7 +236,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             if dataset is None:
                 continue
             # rows of one example (span-QA windows) carry its `example_index` and stay in one batch
-            groups = dataset["example_index"] if "example_index" in dataset.column_names else None
+            groups = (dataset.select_columns(["example_index"])[:]["example_index"]  # one read, not one per row
+                      if "example_index" in dataset.column_names else None)
             sampler = EvalBatchSampler(len(dataset), self.hparams.eval_batch_size or self.hparams.batch_size,
                                        groups, world_size, rank)
             loaders.append(DataLoader(MultiTaskDataset([dataset], [task_id]), batch_sampler=sampler,
