@@ -244,6 +244,16 @@ class MultiTaskDataModule(L.LightningDataModule):
                                       collate_fn=self._collator(), num_workers=self.hparams.num_workers))
         return loaders
 
+    def label_statistics(self) -> dict[int, tuple[float, float, int]]:
+        """(mean, standard deviation, count) of each regression task's training labels, read as one Arrow column
+        (no pass over the data); the model normalises regression targets with them (MuppetModule.setup)."""
+        stats = {}
+        for task, (spec, dataset) in enumerate(zip(self.specs, self.train_set.datasets if self.train_set else [])):
+            if spec.is_regression:
+                labels = dataset.with_format("numpy", columns=["label"])[:]["label"].astype("float64")
+                stats[task] = (float(labels.mean()), float(labels.std()), len(labels))
+        return stats
+
     def eval_task_ids(self, split: str = "validation") -> list[int]:
         """Task id of each evaluation dataloader (dataloader_idx -> task id)."""
         return [t for t, ds in enumerate(self.eval_sets.get(split, [])) if ds is not None]

@@ -107,6 +107,20 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             self._init_from(init_from, reuse_heads)
         self._setup_evaluation()
 
+    def setup(self, stage: str) -> None:
+        """Before fitting: regression heads learn normalised targets, with their task's training-label statistics
+        from the data module (a head reused from `init_from` keeps its own; a resumed checkpoint restores them)."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if stage == "fit" and hasattr(datamodule, "label_statistics"):
+            self.use_label_statistics(datamodule.label_statistics())
+
+    def use_label_statistics(self, stats: dict[int, tuple[float, float, int]]) -> None:
+        """{task id: (mean, std, count)} of regression labels, for heads that have none yet."""
+        for task, (mean, std, count) in stats.items():
+            head = self.head_of(task)
+            if int(head.label_count) == 0:
+                head.set_label_statistics(mean, std, count)
+
     # ---- forward ---------------------------------------------------------------------------------------------------
     def head_of(self, task: int) -> Head:
         return self.heads[self.head_keys[task]]

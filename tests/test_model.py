@@ -91,6 +91,7 @@ def test_one_forward_equals_each_task_alone(backbone, data, request):
 
 def test_uniform_predictor_scores_about_one_per_family(tiny_bart, all_data):
     module = module_for(tiny_bart, all_data, label_smoothing=0.0)
+    module.use_label_statistics(all_data.label_statistics())
     for head in module.heads.values():  # zero output layers: every head predicts uniformly
         for p in head.parameters():
             torch.nn.init.zeros_(p)
@@ -103,12 +104,55 @@ def test_uniform_predictor_scores_about_one_per_family(tiny_bart, all_data):
         logits[summary] = (rows, module.head_of(summary)(out, batch, rows))
         losses = module.task_losses(batch, logits)
     for task, (scaled, raw) in losses.items():
-        spec = all_data.specs[task]
-        if spec.is_regression:
-            assert torch.equal(scaled, raw)  # MSE has no output space: left unscaled
-            continue
-        torch.testing.assert_close(scaled, torch.ones_like(scaled), atol=1e-4, rtol=0)
+        if not all_data.specs[task].is_regression:
+            torch.testing.assert_close(scaled, torch.ones_like(scaled), atol=1e-4, rtol=0)
     assert math.isclose(float(losses[summary][1][0]), math.log(module.backbone.config.vocab_size), rel_tol=1e-4)
+    # regression: predicting the training mean costs ((y - mean) / std)^2, which is 1 over the training set
+    rating = next(t for t, s in enumerate(all_data.specs) if s.is_regression)
+    mean, std, count = all_data.label_statistics()[rating]
+    labels = batch["labels"][logits[rating][0]]
+    torch.testing.assert_close(losses[rating][0], ((labels - mean) / std) ** 2)
+    torch.testing.assert_close(losses[rating][1], (labels - mean) ** 2)  # raw: MSE in stars
+    train_labels = torch.tensor(all_data.train_set.datasets[rating]["label"])
+    raw, chance = module.head_of(rating).example_losses(torch.zeros(count, 1), {"labels": train_labels},
+                                                        torch.arange(count))
+    assert math.isclose(float((raw / chance).mean()), 1.0, rel_tol=1e-5) and std > 0.5
+
+
+def test_regression_statistics_travel_with_checkpoints_and_exports(tiny_roberta, encoder_data, tmp_path):
+    module = module_for(tiny_roberta, encoder_data)
+    module.use_label_statistics(encoder_data.label_statistics())
+    rating = next(t for t, s in enumerate(encoder_data.specs) if s.is_regression)
+    head = module.head_of(rating)
+    mean, std, count = encoder_data.label_statistics()[rating]
+    assert (float(head.label_mean), float(head.label_std), int(head.label_count)) == pytest.approx((mean, std, count))
+    assert 2.5 < mean < 3.5 and count == 2000  # the demo ratings: 1 to 5 stars
+    state = module.state_dict()
+    assert f"heads.{module.head_keys[rating]}.label_mean" in state
+    again = MuppetModule(backbone="unused", init_from=str(module.export_pretrained(tmp_path / "export")),
+                         reuse_heads=True, task_specs=encoder_data.task_specs)
+    reused = again.head_of(rating)
+    assert float(reused.label_mean) == float(head.label_mean) and float(reused.label_std) == float(head.label_std)
+    again.use_label_statistics({rating: (0.0, 1.0, 5)})  # a reused head keeps the statistics it was trained with
+    assert float(again.head_of(rating).label_mean) == float(head.label_mean)
+    batch = first_batch(encoder_data)
+    with torch.no_grad():  # predictions are in stars: the normalised output times std plus mean
+        _, logits = module.eval()(batch)
+        rows, out = logits[rating]
+        predicted = head.predict(out, batch, rows, None)
+    torch.testing.assert_close(torch.tensor(predicted), out.squeeze(-1) * std + mean)
+
+
+def test_fit_takes_regression_statistics_from_the_training_data(tiny_roberta, demo_cache):
+    import lightning as L
+    data = demo_datamodule(["demo_rating"], demo_cache, batch_size=8)
+    module = module_for(tiny_roberta, data)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False)
+    trainer.fit(module, datamodule=data)
+    mean, std, count = data.label_statistics()[0]
+    assert (float(module.head_of(0).label_mean), int(module.head_of(0).label_count)) == pytest.approx((mean, count))
 
 
 def test_loss_scaling_none_leaves_losses_raw(tiny_roberta, encoder_data):
@@ -261,3 +305,25 @@ def test_collator_pads_segment_ids_with_zero():
                       "token_type_ids": [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]], "label": 1.0},
                      {"task_id": 0, "input_ids": [101, 9, 102], "token_type_ids": [0, 0, 0], "label": 0.0}])
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]]
+
+
+def test_filler_batches_generate_but_count_nowhere_and_generation_follows_the_batch_index(tiny_bart, all_data):
+    from types import SimpleNamespace
+    module = module_for(tiny_bart, all_data, max_generation_examples=16).eval()
+    calls = []
+    module.backbone.generate = lambda sub, **kw: calls.append(kw) or torch.full((len(sub["input_ids"]), 3), 2)
+    # two ranks, 4 examples per evaluation batch: batches 0 and 1 (0 and 8 examples before them) are generated
+    module._trainer = SimpleNamespace(world_size=2, datamodule=SimpleNamespace(hparams={"eval_batch_size": 4}))
+    summary = next(t for t in range(len(all_data.specs)) if module.head_of(t).generative)
+    name = all_data.specs[summary].name
+    rows = [r for r in all_data.eval_sets["validation"][summary]][:4]
+    batch = all_data._collator()([{"task_id": summary, **r} for r in rows])
+    with torch.no_grad():
+        module._eval_step({**batch, "is_padding": True}, 0)
+        assert len(calls) == 1 and calls[0]["synced_gpus"]  # the filler runs the collective generation too
+        assert module.eval_losses[name].update_count == 0 and module.eval_metrics[name].metrics["rouge1"].update_count == 0
+        assert module.predict_step({**batch, "is_padding": True}, 0) == [] and len(calls) == 2
+        module._eval_step(batch, 1)
+        assert len(calls) == 3 and module.eval_metrics[name].metrics["rouge1"].update_count == 1
+        module._eval_step(batch, 2)  # 2 x 4 x 2 = 16 examples before it: past max_generation_examples
+        assert len(calls) == 3 and module.eval_losses[name].update_count == 2
