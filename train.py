@@ -47,8 +47,16 @@ TRAINER_DEFAULTS = {
 
 
 def main(args: list[str] | None = None) -> MuppetCLI:
-    return MuppetCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
-                     trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, args=args)
+    """A mistake in the input ends in `error: <message>` on stderr and exit code 2 before anything is written
+    (cli_errors.py); `--traceback` shows the traceback instead."""
+    import sys
+
+    from cli_errors import CheckedTrainer, exit_on_user_error, wants_traceback
+    args = None if args is None else list(args)
+    with exit_on_user_error(wants_traceback(sys.argv if args is None else args)):
+        return MuppetCLI(MuppetModule, MultiTaskDataModule, trainer_class=CheckedTrainer,
+                         parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+                         trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, args=args)
 
 
 if __name__ == "__main__":

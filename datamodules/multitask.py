@@ -122,13 +122,12 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     # ---- load, validate, preprocess ------------------------------------------------------------------------------
     def _raw(self, spec: TaskSpec, split: str) -> Dataset:
+        from datamodules.source_errors import check_text, load_error
         try:
             dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
-        except ValueError as error:
-            if "corresponds to no data" in str(error):
-                raise DataValidationError(f"task '{spec.name}', split '{split}': the split is empty") from error
-            raise DataValidationError(f"task '{spec.name}', split '{split}': could not load "
-                                      f"{spec.splits[split]!r} from {spec.source}: {error}") from error
+        except Exception as error:  # noqa: BLE001 - named by task, split, and for local files the file and line
+            raise load_error(spec, split, error) from error
+        check_text(spec, split, dataset)
         dataset = carve(dataset, spec, split)  # catalogue field validation_from_train
         dataset = locate_answers(dataset, spec)  # catalogue field locate_answers
         if spec.skip_labels:  # e.g. SNLI's -1 = no gold label
