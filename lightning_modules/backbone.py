@@ -1,15 +1,19 @@
-"""The shared model: any Hugging Face encoder (first-token pooling) or encoder-decoder such as BART (the decoder
-reads the same tokens; pooled = state at the final EOS, as BartForSequenceClassification), one forward per batch."""
+"""The shared model: any Hugging Face encoder or encoder-decoder such as BART (the decoder reads the same tokens),
+one forward per batch. Pooling (`model.pooling`): the first token, the masked mean, the model's own pooler, or for
+BART the decoder state at the final EOS (as BartForSequenceClassification); `auto` picks what the checkpoint was
+trained with."""
 
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
 from heads.base import BackboneOutput
 
@@ -47,12 +51,66 @@ def shift_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+POOLINGS = ("auto", "first", "mean", "pooler", "eos")
+
+
+def sentence_transformers_pooling(source: str | None) -> str | None:
+    """`mean` or `first` when `source` (folder or hub id) is a sentence-transformers checkpoint whose Pooling module
+    averages the tokens or takes the CLS token; None otherwise (or when its files cannot be read)."""
+    if not source:
+        return None
+    quiet = {"_raise_exceptions_for_missing_entries": False, "_raise_exceptions_for_connection_errors": False}
+    try:
+        modules_file = cached_file(source, "modules.json", **quiet)
+        if not modules_file:
+            return None
+        modules = json.loads(Path(modules_file).read_text())
+        folder = next(m["path"] for m in modules if m.get("type", "").endswith("Pooling"))
+        settings = json.loads(Path(cached_file(source, f"{folder}/config.json", **quiet)).read_text())
+    except (OSError, StopIteration, TypeError, ValueError, KeyError):
+        return None
+    if settings.get("pooling_mode_mean_tokens"):
+        return "mean"
+    return "first" if settings.get("pooling_mode_cls_token") else None
+
+
+def resolve_pooling(pooling: str, model: PreTrainedModel, source: str | None) -> str:
+    """`auto` -> the pooling the checkpoint was trained with: the one a MUPPET export recorded (`muppet_pooling` in
+    its config.json), a sentence-transformers checkpoint's (MiniLM, all-mpnet, ...: mean), else `eos` for
+    encoder-decoders and `first` for encoders. Other values are checked against the model."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"model.pooling is '{pooling}'; expected one of {list(POOLINGS)}")
+    encoder_decoder = bool(model.config.is_encoder_decoder)
+    if pooling == "auto":
+        pooling = getattr(model.config, "muppet_pooling", None) or sentence_transformers_pooling(source) \
+            or ("eos" if encoder_decoder else "first")
+    name = type(model).__name__
+    if pooling == "pooler" and (encoder_decoder or getattr(model, "pooler", None) is None):
+        raise ValueError(f"model.pooling=pooler: the backbone ({name}) has no pooler of its own; use first or mean")
+    if pooling == "first" and encoder_decoder:
+        raise ValueError(f"model.pooling=first: the decoder of {name} is causal, its first state sees only the start "
+                         f"token; use eos or mean")
+    if pooling == "eos" and not encoder_decoder:
+        raise ValueError(f"model.pooling=eos is for encoder-decoders (BART); {name} is an encoder: use first, mean "
+                         f"or pooler")
+    return pooling
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (R, T, H), (R, T) -> (R, H)
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 class Backbone(nn.Module):
-    def __init__(self, model: PreTrainedModel) -> None:
+    def __init__(self, model: PreTrainedModel, pooling: str = "auto", source: str | None = None) -> None:
+        """pooling: how a row becomes one vector for the pooled heads (`resolve_pooling`); source: the folder or hub
+        id the model came from (where `auto` looks for a sentence-transformers pooling config)."""
         super().__init__()
         self.model = model.train()  # `from_pretrained` returns eval mode, which would switch dropout off in training
         self.config = model.config
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+        self.pooling = resolve_pooling(pooling, model, source)
+        self.config.muppet_pooling = self.pooling  # saved with the config: an export's `auto` pools the same way
         # segment ids reach the model only when it has an embedding for a second segment (BERT, ALBERT, ELECTRA)
         self.uses_token_types = (not self.is_encoder_decoder and getattr(model.config, "type_vocab_size", 0) > 1
                                  and "token_type_ids" in inspect.signature(model.forward).parameters)
@@ -71,14 +129,19 @@ class Backbone(nn.Module):
         if not self.is_encoder_decoder:
             if self.uses_token_types and "token_type_ids" in batch:
                 embeds["token_type_ids"] = batch["token_type_ids"]
-            hidden = self.model(attention_mask=mask, **embeds).last_hidden_state  # (R, T, H)
-            return BackboneOutput(hidden=hidden, pooled=hidden[:, 0])
+            outputs = self.model(attention_mask=mask, **embeds)
+            hidden = outputs.last_hidden_state  # (R, T, H)
+            pooled = {"first": lambda: hidden[:, 0], "mean": lambda: masked_mean(hidden, mask),
+                      "pooler": lambda: outputs.pooler_output}[self.pooling]()
+            return BackboneOutput(hidden=hidden, pooled=pooled)
         decoder_ids = self._decoder_inputs(batch, lm_rows)  # (R, max(T, L))
         hidden = self.model.model(attention_mask=mask, decoder_input_ids=decoder_ids, **embeds).last_hidden_state
         width = input_ids.shape[1]
         eos = input_ids.eq(self.config.eos_token_id) & mask.bool()
         last_eos = width - 1 - eos.flip(1).int().argmax(1)  # (R,) position of the final EOS
-        out = BackboneOutput(hidden=hidden[:, :width], pooled=hidden[torch.arange(len(hidden)), last_eos])
+        pooled = hidden[torch.arange(len(hidden)), last_eos] if self.pooling == "eos" \
+            else masked_mean(hidden[:, :width], mask)
+        out = BackboneOutput(hidden=hidden[:, :width], pooled=pooled)
         if lm_rows is not None and len(lm_rows):
             length = batch["target_ids"].shape[1]
             logits = self.model.lm_head(hidden[lm_rows, :length])  # (R_lm, L, V)

@@ -52,6 +52,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         init_from: str | None = None,
         reuse_heads: bool = False,
         skip_nonfinite: bool = False,
+        pooling: str = "auto",
     ) -> None:
         """
         Args:
@@ -79,6 +80,10 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             reuse_heads: with `init_from`, also load the heads of tasks present in both runs.
             skip_nonfinite: skip an update whose loss is NaN/inf (counted in `train/skipped_updates`) instead of
                 stopping the run with a message naming the step and the tasks.
+            pooling: how a row becomes the one vector classification and multiple-choice heads read: `first` token,
+                `mean` (over real tokens), `pooler` (the backbone's own pooler output, e.g. BERT's), `eos` (BART: the
+                decoder state at the final EOS) or `auto`: the checkpoint's own (what an export recorded; mean for
+                sentence-transformers checkpoints such as MiniLM), else eos for encoder-decoders, first for encoders.
         """
         super().__init__()
         if loss_scaling not in LOSS_SCALING:
@@ -92,7 +97,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         self.specs = [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in task_specs]
         folder = init_from if init_from and Path(init_from).is_dir() else None
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(backbone, tokenizer, init_from))
-        self.backbone = Backbone(build_backbone(folder or backbone, None if folder else backbone_config, self.tokenizer))
+        model = build_backbone(folder or backbone, None if folder else backbone_config, self.tokenizer)
+        self.backbone = Backbone(model, pooling, source=folder or (None if backbone_config else backbone))
         self.heads, self.head_keys = build_heads(self.specs, self.backbone, dropout, label_smoothing,
                                                  shared_multiple_choice_head, shared_span_head)
         # tasks whose heads read the backbone's LM logits (summarization): the backbone computes them for their rows

