@@ -26,7 +26,7 @@ class TaskSpec:
     """One resolved catalogue entry; the fields are the YAML keys (table in docs/architecture.md, "Task spec")."""
 
     name: str  # the entry's key: lowercase and stable (it keys heads, metrics and checkpoints)
-    family: str  # classification | multiple_choice | span | summarization
+    family: str  # a FAMILIES key (datamodules/families.py): classification | multiple_choice | span | summarization
     source: dict[str, Any]  # `datasets.load_dataset` kwargs: path, name, data_files, revision
     inputs: list[str]  # text columns; dotted names reach into nested columns
     # source split names per role; values may slice (`train[:90%]`)
