@@ -1,0 +1,174 @@
+"""A study's YAML -> the train.py runs it needs: pre-finetuning runs (`upstream`, each exported for the next stage)
+and fine-tuning runs, one per arm x target x fraction x seed. Paths are relative to the repository root (the
+runner's working directory); example studies are the other YAML files in this folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datamodules.catalogue import DEFAULT_CATALOGUE
+
+SHARED_YAML = Path(DEFAULT_CATALOGUE) / "shared_data.yaml"
+DEFAULT_SHARED = (SHARED_YAML.parent / "../../../shared/data").resolve()  # where shared_data.yaml points
+PLOTS = ("fraction", "tasks", "bars")
+ARM_KEYS = {"init_from", "args", "x", "targets"}
+
+
+@dataclass
+class Study:
+    name: str  # the sweep's folder under `output`, and the `study` column of the CSV
+    output: str = "logs/experiments"  # sweeps are written to <output>/<name>/
+    description: str = ""  # one line for the report
+    train_args: list[str] = field(default_factory=list)  # train.py arguments of every run (e.g. --config X.yaml)
+    backbone: str | None = None  # --model.backbone of every run (a folder or hub id)
+    backbone_package: str | None = None  # a Python package whose get_model_path() gives the backbone folder
+    data_root: str | None = None  # a folder laid out like /work/shared/data: the shared_* tasks are read from it
+    upstream: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {tasks: [...], args: [...]}
+    upstream_args: list[str] = field(default_factory=list)  # train.py arguments of every pre-finetuning run
+    upstream_seed: int = 0  # seed_everything of the pre-finetuning runs (one run each, as in the paper)
+    nested_tasks: dict[str, Any] | None = None  # {pool: [...], sizes: [k, ...]}: upstream + arm `tasks<k>`
+    finetune_args: list[str] = field(default_factory=list)  # train.py arguments of every fine-tuning run
+    targets: list[str] = field(default_factory=list)  # fine-tuning tasks (held out of every upstream mix)
+    fractions: list[float] = field(default_factory=lambda: [1.0])  # data.train_fraction of the targets
+    seeds: list[int] = field(default_factory=lambda: [0])  # seed_everything (and the subset draw) per run
+    # name -> {init_from: upstream name or folder, args: [...], x: number, targets: [a subset of targets]}
+    arms: dict[str, dict[str, Any]] = field(default_factory=lambda: {"baseline": {}})
+    baseline: str | None = "baseline"  # the arm every other arm is compared with (same seed: paired)
+    metric: str = "final"  # `final`: the last validation of the target's primary metric; `best`: its maximum
+    plot: str | None = None  # fraction | tasks | bars; default from the study's shape
+    keep_checkpoints: bool = False  # fine-tuning runs save no checkpoints and their export is deleted
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> Study:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+        study = cls(**{**raw, **{k: v for k, v in overrides.items() if v is not None}})
+        study.expand_nested_tasks()
+        study.check(str(path))
+        return study
+
+    def expand_nested_tasks(self) -> None:
+        """Task-count scaling: upstream `tasks<k>` pre-finetunes on the first k tasks of `pool` (each mix a superset
+        of the smaller ones), and arm `tasks<k>` fine-tunes from it, at x = k (the baseline at x = 0)."""
+        if not self.nested_tasks:
+            return
+        pool, sizes = list(self.nested_tasks["pool"]), sorted(self.nested_tasks["sizes"])
+        if sizes[-1] > len(pool):
+            raise ValueError(f"nested_tasks: size {sizes[-1]} is larger than the pool ({len(pool)} tasks)")
+        for k in sizes:
+            self.upstream[f"tasks{k}"] = {"tasks": pool[:k]}
+            self.arms[f"tasks{k}"] = {"init_from": f"tasks{k}", "x": k}
+        if self.baseline in self.arms:
+            self.arms[self.baseline] = {"x": 0, **self.arms[self.baseline]}
+
+    def check(self, where: str) -> None:
+        if self.metric not in ("final", "best"):
+            raise ValueError(f"{where}: metric must be 'final' or 'best', got {self.metric!r}")
+        if self.plot is not None and self.plot not in PLOTS:
+            raise ValueError(f"{where}: plot must be one of {PLOTS}, got {self.plot!r}")
+        if not self.targets or not self.arms:
+            raise ValueError(f"{where}: a study needs targets and arms")
+        for name, arm in self.arms.items():
+            unknown = sorted(set(arm) - ARM_KEYS)
+            if unknown:
+                raise ValueError(f"{where}: arm '{name}': unknown key(s) {unknown}; known: {sorted(ARM_KEYS)}")
+            if not set(arm.get("targets", self.targets)) <= set(self.targets):
+                raise ValueError(f"{where}: arm '{name}': its targets {arm['targets']} are not all study targets")
+        for name, up in self.upstream.items():
+            if not up.get("tasks"):
+                raise ValueError(f"{where}: upstream '{name}' needs tasks")
+            held_in = sorted(set(up["tasks"]) & set(self.targets))
+            if held_in:
+                raise ValueError(f"{where}: upstream '{name}' trains on target(s) {held_in}: targets must be held out")
+        if not all(0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"{where}: fractions must be in (0, 1], got {self.fractions}")
+        if self.baseline is not None and self.baseline not in self.arms:
+            raise ValueError(f"{where}: baseline arm '{self.baseline}' is not among the arms {list(self.arms)}")
+
+    @property
+    def plot_kind(self) -> str:
+        if self.plot:
+            return self.plot
+        if self.nested_tasks:
+            return "tasks"
+        return "fraction" if len(self.fractions) > 1 else "bars"
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str  # stable: keys the CSV row and the run's folder
+    stage: str  # upstream | finetune
+    arm: str  # the arm (finetune) or the upstream name
+    target: str  # the fine-tuning task; for upstream runs the number of tasks in its mix
+    fraction: float | None  # data.train_fraction of the target (finetune)
+    seed: int
+    args: tuple[str, ...]  # train.py arguments, without the init_from of an upstream export (added when it exists)
+    upstream: str | None = None  # fine-tune from this upstream run's export
+    x: float | None = None  # the arm's value on a numeric axis (number of pre-finetuning tasks)
+
+
+def fmt_fraction(fraction: float) -> str:
+    return f"{fraction:g}"
+
+
+def plan(study: Study, catalogue_args: list[str]) -> list[Run]:
+    """Every run of the study: upstream runs first, then fine-tuning runs seed by seed (so an interrupted sweep has
+    complete pairs of arms), each seed fraction by fraction, target by target, arm by arm."""
+    backbone = backbone_path(study)
+    common = [*study.train_args, *([f"--model.backbone={backbone}"] if backbone else []), *catalogue_args]
+    runs = []
+    for name, up in study.upstream.items():
+        tasks = ",".join(up["tasks"])
+        args = [*common, f"--seed_everything={study.upstream_seed}", *study.upstream_args, f"--data.tasks=[{tasks}]",
+                *up.get("args", [])]
+        runs.append(Run(f"up-{name}", "upstream", name, f"{len(up['tasks'])} tasks", None, study.upstream_seed,
+                        tuple(args)))
+    no_checkpoints = [] if study.keep_checkpoints else ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
+    for seed in study.seeds:
+        for fraction in study.fractions:
+            for target in study.targets:
+                for arm_name, arm in study.arms.items():
+                    if target not in arm.get("targets", study.targets):
+                        continue
+                    init = arm.get("init_from")
+                    upstream = init if init in study.upstream else None
+                    args = [*common, f"--seed_everything={seed}", *study.finetune_args, f"--data.tasks=[{target}]",
+                            *([f"--data.train_fraction={fraction}"] if fraction < 1 else []), *no_checkpoints,
+                            *([f"--model.init_from={init}"] if init and not upstream else []), *arm.get("args", [])]
+                    runs.append(Run(f"ft-{arm_name}-{target}-f{fmt_fraction(fraction)}-s{seed}", "finetune", arm_name,
+                                    target, fraction, seed, tuple(args), upstream, arm.get("x")))
+    return runs
+
+
+def backbone_path(study: Study) -> str | None:
+    if study.backbone_package:
+        import importlib
+        return str(importlib.import_module(study.backbone_package).get_model_path())
+    return study.backbone
+
+
+def catalogue_args(study: Study, sweep: Path) -> tuple[list[str], list[str]]:
+    """(train.py arguments, catalogue paths): with a `data_root`, the catalogue is configs/tasks with the shared_*
+    entries re-rooted at it (written to <sweep>/catalogue/); else the default catalogue."""
+    if not study.data_root:
+        return [], [DEFAULT_CATALOGUE]
+    root = Path(study.data_root).resolve()
+    entries = yaml.safe_load(SHARED_YAML.read_text())
+    for spec in entries.values():
+        files = spec["source"]["data_files"]
+        for split, rel in files.items():
+            files[split] = str(root / (SHARED_YAML.parent / rel).resolve().relative_to(DEFAULT_SHARED))
+    out = sweep / "catalogue" / SHARED_YAML.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(entries, sort_keys=False))
+    paths = [str(p) for p in sorted(Path(DEFAULT_CATALOGUE).glob("*.yaml")) if p.name != SHARED_YAML.name]
+    paths.append(str(out))
+    return [f"--data.catalogue=[{','.join(paths)}]"], paths

@@ -1,0 +1,179 @@
+"""What a sweep's CSV says: per (target, fraction, arm) the mean and spread over seeds, each arm against the baseline
+with seeds paired, plots with error bars (PNG and TensorBoard), and a Markdown report."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from experiments.plan import Study, fmt_fraction
+
+Key = tuple[str, float, str]  # (target, fraction, arm)
+
+
+def groups(rows: list[dict]) -> dict[Key, dict[int, float]]:
+    """{(target, fraction, arm): {seed: value}} over the fine-tuning runs that finished."""
+    out: dict[Key, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        if row["stage"] == "finetune" and row["status"] == "ok" and row["value"] is not None:
+            out[row["target"], row["fraction"], row["arm"]][row["seed"]] = row["value"]
+    return dict(out)
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN with fewer than two values)."""
+    values = np.asarray(list(values), dtype=float)
+    if not len(values):
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def compare(base: dict[int, float], arm: dict[int, float]) -> dict:
+    """The arm against the baseline over the seeds both have: paired differences (arm - baseline, same seed), and
+    whether their mean exceeds the seed spread (the larger of the two arms' standard deviations over seeds)."""
+    seeds = sorted(set(base) & set(arm))
+    diffs = [arm[s] - base[s] for s in seeds]
+    (b_mean, b_std), (a_mean, a_std), (d_mean, d_std) = (mean_std(base[s] for s in seeds),
+                                                         mean_std(arm[s] for s in seeds), mean_std(diffs))
+    spread = max(b_std, a_std) if len(seeds) > 1 else math.nan
+    return {"n": len(seeds), "base_mean": b_mean, "base_std": b_std, "arm_mean": a_mean, "arm_std": a_std,
+            "diff_mean": d_mean, "diff_std": d_std, "wins": sum(d > 0 for d in diffs), "spread": spread,
+            "exceeds": None if math.isnan(spread) else abs(d_mean) > spread}
+
+
+def fmt(value: float, signed: bool = False) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def ordered(study: Study, data: dict[Key, dict[int, float]]) -> list[Key]:
+    arms, targets = list(study.arms), list(study.targets)
+    return sorted(data, key=lambda k: (targets.index(k[0]) if k[0] in targets else len(targets), k[1],
+                                       arms.index(k[2]) if k[2] in arms else len(arms)))
+
+
+def markdown(study: Study, rows: list[dict], figures: list[Path], command: str) -> str:
+    data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
+    lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
+             f"Metric: each target's primary validation metric, {study.metric} validation of the fine-tuning run; "
+             f"mean and standard deviation (ddof 1) over seeds.", ""]
+    failed = [r for r in rows if r["status"] != "ok"]
+    lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
+              + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
+              + f"; wall time of the runs {sum(r['wall_s'] or 0 for r in rows) / 60:.1f} min.", ""]
+    upstream = [r for r in rows if r["stage"] == "upstream"]
+    if upstream:
+        lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]
+        lines += [f"| {r['arm']} | {r['target']} | {fmt(r['value'])} | {(r['wall_s'] or 0) / 60:.1f} min |"
+                  for r in upstream] + [""]
+    lines += ["## Fine-tuning: every arm", "", "| target | metric | fraction | arm | seeds | mean | std | per seed |",
+              "|---|---|---|---|---|---|---|---|"]
+    for target, fraction, arm in ordered(study, data):
+        values = data[target, fraction, arm]
+        mean, std = mean_std(values.values())
+        per_seed = ", ".join(f"{values[s]:.3f}" for s in sorted(values))
+        lines.append(f"| {target} | {metric.get(target, '')} | {fmt_fraction(fraction)} | {arm} | {len(values)} | "
+                     f"{fmt(mean)} | {fmt(std)} | {per_seed} |")
+    if study.baseline is not None:
+        lines += ["", f"## Against `{study.baseline}` (paired by seed)", "",
+                  "Difference = arm - baseline on the same seed (same training subset); it *exceeds the seed spread* "
+                  "when its mean is larger in size than the larger standard deviation over seeds of the two arms.", "",
+                  "| target | fraction | arm | pairs | baseline | arm | difference (mean ± std) | arm better | "
+                  "exceeds seed spread |", "|---|---|---|---|---|---|---|---|---|"]
+        for target, fraction, arm in ordered(study, data):
+            base = data.get((target, fraction, study.baseline))
+            if arm == study.baseline or not base:
+                continue
+            c = compare(base, data[target, fraction, arm])
+            verdict = {None: "n/a", True: "**yes**", False: "no"}[c["exceeds"]]
+            lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {c['n']} | {fmt(c['base_mean'])} ± "
+                         f"{fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} | "
+                         f"{fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
+    lines += [""] + [f"![{f.stem}]({f.name})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def figure(study: Study, rows: list[dict]):
+    """One panel per target: metric vs fraction (lines per arm), vs number of pre-finetuning tasks (lines per
+    fraction, the baseline at 0), or bars per arm (groups per fraction); error bars = std over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    data, kind = groups(rows), study.plot_kind
+    metric = {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
+    targets = [t for t in study.targets if any(k[0] == t for k in data)]
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.8 * max(1, len(targets)), 3.8), squeeze=False)
+    fractions = sorted({k[1] for k in data})
+    for ax, target in zip(axes[0], targets):
+        if kind == "fraction":
+            for arm in study.arms:
+                points = [(f, *mean_std(data[target, f, arm].values())) for f in fractions if (target, f, arm) in data]
+                if points:
+                    x, y, e = zip(*points)
+                    ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=arm)
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+            ax.set_xlabel("fraction of the target's training data")
+        elif kind == "tasks":
+            for f in fractions:
+                points = sorted((study.arms[a]["x"], *mean_std(data[target, f, a].values())) for a in study.arms
+                                if study.arms[a].get("x") is not None and (target, f, a) in data)
+                if points:
+                    x, y, e = zip(*points)
+                    ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=f"{f:.0%} of the data")
+            ax.set_xlabel("pre-finetuning tasks (0 = no pre-finetuning)")
+        else:
+            arms = [a for a in study.arms if any((target, f, a) in data for f in fractions)]
+            width = 0.8 / max(1, len(arms))
+            for i, arm in enumerate(arms):
+                xs = [j + (i - (len(arms) - 1) / 2) * width for j, f in enumerate(fractions) if (target, f, arm) in data]
+                stats = [mean_std(data[target, f, arm].values()) for f in fractions if (target, f, arm) in data]
+                ax.bar(xs, [m for m, _ in stats], width, yerr=[0 if math.isnan(s) else s for _, s in stats],
+                       capsize=3, label=arm, alpha=0.8)
+                for x, f in zip(xs, [f for f in fractions if (target, f, arm) in data]):
+                    seeds = list(data[target, f, arm].values())
+                    ax.scatter([x] * len(seeds), seeds, color="black", s=8, zorder=3)
+            ax.set_xticks(range(len(fractions)), [f"{f:.0%} of the data" for f in fractions])
+            values = [v for k, d in data.items() if k[0] == target for v in d.values()]
+            low, high = min(values), max(values)
+            ax.set_ylim(max(0.0, low - 0.15 * (high - low + 1e-3)), high + 0.15 * (high - low + 1e-3))
+        ax.set_title(target)
+        ax.set_ylabel(metric.get(target, "metric"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{study.name}: mean ± std over seeds ({study.metric} validation)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write(study: Study, rows: list[dict], sweep: Path, command: str) -> Path:
+    """report.md, <plot>.png and TensorBoard (figure, per-arm means, the report as text) under the sweep folder."""
+    import matplotlib.pyplot as plt
+    figures = []
+    if groups(rows):
+        fig = figure(study, rows)
+        path = sweep / f"{study.plot_kind}.png"
+        fig.savefig(path, dpi=120)
+        figures.append(path)
+    text = markdown(study, rows, figures, command)
+    (sweep / "report.md").write_text(text)
+    board = sweep / "tensorboard"
+    shutil.rmtree(board, ignore_errors=True)  # rewritten whole: a resumed sweep does not duplicate points
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(board)) as writer:
+        if figures:
+            writer.add_figure(f"{study.name}/{study.plot_kind}", fig)
+        for (target, fraction, arm), values in groups(rows).items():
+            mean, std = mean_std(values.values())
+            x = study.arms.get(arm, {}).get("x")
+            step = int(x) if study.plot_kind == "tasks" and x is not None else round(fraction * 100)
+            writer.add_scalar(f"{study.name}/{target}/{arm}/mean", mean, step)
+            if not math.isnan(std):
+                writer.add_scalar(f"{study.name}/{target}/{arm}/std", std, step)
+        writer.add_text(f"{study.name}/report", text)
+    plt.close("all")
+    return sweep / "report.md"

@@ -1,0 +1,65 @@
+"""The sweep's CSV (one row per run, rewritten atomically after each run) and the metric a run wrote: read from its
+TensorBoard scalars (`val/<task>/<metric>`, `val/score`), not from its console output."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+FIELDS = ["study", "run_id", "stage", "arm", "x", "target", "fraction", "seed", "metric", "value", "step", "wall_s",
+          "status", "log_dir", "finished"]
+
+
+class Results:
+    """Rows by run id; a run is done when its row has status `ok`. Failed or skipped runs keep a row (with the
+    reason in `status`) until a later sweep runs them again and replaces it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, str]] = {}
+        if path.exists():
+            with path.open(newline="") as f:
+                self.rows = {row["run_id"]: row for row in csv.DictReader(f)}
+
+    def done(self, run_id: str) -> bool:
+        return self.rows.get(run_id, {}).get("status") == "ok"
+
+    def record(self, row: dict) -> None:
+        self.rows[row["run_id"]] = {k: "" if row.get(k) is None else str(row[k]) for k in FIELDS}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".csv.partial")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows.values())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)  # a kill during the write leaves the previous CSV
+
+
+def parse(row: dict[str, str]) -> dict:
+    """A CSV row with numbers as numbers (empty cells as None)."""
+    out: dict = dict(row)
+    for key, kind in (("x", float), ("fraction", float), ("seed", int), ("value", float), ("step", int),
+                      ("wall_s", float)):
+        out[key] = kind(row[key]) if row.get(key) not in (None, "") else None
+    return out
+
+
+def log_dir_of(run_dir: Path) -> Path | None:
+    """The Lightning log folder inside a run's folder (the one holding its TensorBoard events)."""
+    events = sorted(run_dir.rglob("events.out.tfevents.*"))
+    return events[-1].parent if events else None
+
+
+def read_metric(log_dir: Path, tag: str, mode: str = "final") -> tuple[float, int] | None:
+    """(value, step) of a logged scalar: its last value (`final`) or its maximum (`best`); None if never logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags().get("scalars", []):
+        return None
+    points = events.Scalars(tag)
+    point = max(points, key=lambda e: e.value) if mode == "best" else points[-1]
+    return float(point.value), int(point.step)

@@ -1,0 +1,190 @@
+"""The experiment runner (experiments/): every shipped study plans; the report's numbers on a synthetic CSV; plots
+and TensorBoard written; an interrupted sweep resumes without redoing finished runs; a tiny real sweep end to end
+(pre-finetune -> export -> fine-tune a few-shot subset from it) on the demo data."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments import run as runner
+from experiments.plan import Run, Study, catalogue_args, plan
+from experiments.report import compare, markdown
+from experiments.results import Results, parse
+from tests.conftest import ROOT
+from tests.test_cli import TINY_MODEL
+
+STUDIES = sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", STUDIES, ids=lambda p: p.name)
+def test_every_shipped_study_plans_with_held_out_targets(config, tmp_path):
+    study = Study.load(config, output=str(tmp_path))
+    extra, catalogue = catalogue_args(study, tmp_path / study.name)
+    runs = plan(study, extra)
+    from datamodules.catalogue import Catalogue
+    tasks = Catalogue.load(catalogue).tasks
+    assert all(t in tasks for t in study.targets) and all(t in tasks for u in study.upstream.values() for t in u["tasks"])
+    if study.data_root:  # re-rooted copies of the shared_* entries
+        assert tasks[study.targets[0]].load_kwargs()["data_files"]["train"].startswith(study.data_root)
+    assert len({r.run_id for r in runs}) == len(runs)
+    finetune = [r for r in runs if r.stage == "finetune"]
+    assert {r.seed for r in finetune} == set(study.seeds) and all(r.upstream in study.upstream for r in finetune
+                                                                  if r.upstream)
+
+
+def test_nested_task_mixes_grow_as_supersets():
+    study = Study(name="s", targets=["t"], nested_tasks={"pool": list("abcdef"), "sizes": [4, 1, 2]})
+    study.expand_nested_tasks()
+    mixes = [study.upstream[f"tasks{k}"]["tasks"] for k in (1, 2, 4)]
+    assert mixes == [["a"], ["a", "b"], list("abcd")]
+    assert study.arms["tasks4"] == {"init_from": "tasks4", "x": 4} and study.arms["baseline"]["x"] == 0
+    with pytest.raises(ValueError, match="held out"):
+        Study(name="s", targets=["a"], upstream={"u": {"tasks": ["a", "b"]}}).check("here")
+
+
+def synthetic_rows() -> list[dict]:
+    values = {"baseline": [0.70, 0.72, 0.74], "muppet": [0.75, 0.78, 0.80], "control": [0.71, 0.71, 0.75]}
+    rows = [{"study": "s", "run_id": f"ft-{arm}-t-f{f}-s{seed}", "stage": "finetune", "arm": arm, "x": None,
+             "target": "t", "fraction": f, "seed": seed, "metric": "accuracy", "value": v - (0.1 if f < 1 else 0),
+             "step": 10, "wall_s": 60.0, "status": "ok", "log_dir": "", "finished": ""}
+            for arm, vs in values.items() for seed, v in enumerate(vs) for f in (0.1, 1.0)]
+    rows.append({**rows[0], "run_id": "ft-broken", "arm": "muppet", "seed": 9, "status": "failed (exit 1)",
+                 "value": None})
+    return rows
+
+
+def test_report_numbers_on_a_synthetic_csv(tmp_path):
+    results = Results(tmp_path / "results.csv")
+    for row in synthetic_rows():
+        results.record(row)
+    rows = [parse(r) for r in Results(tmp_path / "results.csv").rows.values()]  # through the CSV and back
+    c = compare({0: 0.70, 1: 0.72, 2: 0.74}, {0: 0.75, 1: 0.78, 2: 0.80})
+    assert c["n"] == 3 and c["wins"] == 3 and c["exceeds"] is True
+    assert c["diff_mean"] == pytest.approx(0.17 / 3) and c["base_std"] == pytest.approx(0.02)
+    assert c["diff_std"] == pytest.approx(0.005773502, abs=1e-6) and c["arm_std"] == pytest.approx(0.025166, abs=1e-5)
+    weak = compare({0: 0.70, 1: 0.72, 2: 0.74}, {0: 0.71, 1: 0.71, 2: 0.75})
+    assert weak["wins"] == 2 and weak["exceeds"] is False and weak["diff_mean"] == pytest.approx(0.01 / 3)
+    single = compare({0: 0.5}, {0: 0.6})
+    assert single["exceeds"] is None and single["diff_mean"] == pytest.approx(0.1)
+    study = Study(name="s", targets=["t"], fractions=[0.1, 1.0], seeds=[0, 1, 2],
+                  arms={"baseline": {}, "muppet": {}, "control": {}})
+    text = markdown(study, rows, [], "cmd")
+    assert "| t | accuracy | 1 | muppet | 3 | 0.777 | 0.025 | 0.750, 0.780, 0.800 |" in text
+    assert "| t | 1 | muppet | 3 | 0.720 ± 0.020 | 0.777 ± 0.025 | +0.057 ± 0.006 | 3/3 | **yes** |" in text
+    assert "| t | 1 | control | 3 | 0.720 ± 0.020 | 0.723 ± 0.023 | +0.003 ± 0.012 | 2/3 | no |" in text
+    assert "| t | 0.1 | muppet | 3 | 0.620 ± 0.020 | 0.677 ± 0.025 |" in text
+    assert "18 ok, 1 not ok (ft-broken: failed (exit 1))" in text
+
+
+@pytest.mark.parametrize("kind", ["fraction", "bars", "tasks"])
+def test_plots_report_and_tensorboard_are_written(tmp_path, kind):
+    rows = [parse({k: "" if v is None else str(v) for k, v in r.items()}) for r in synthetic_rows()]
+    arms = {"baseline": {"x": 0}, "muppet": {"x": 12}, "control": {"x": 1}}
+    study = Study(name="s", targets=["t"], fractions=[0.1, 1.0], arms=arms, plot=kind)
+    report_path = runner.report.write(study, rows, tmp_path, "cmd")
+    png = tmp_path / f"{kind}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"![{kind}]({kind}.png)" in report_path.read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert events.Tags()["images"] == [f"s/{kind}"] and "s/t/muppet/mean" in events.Tags()["scalars"]
+
+
+def fake_study(tmp_path: Path) -> Study:
+    return Study(name="fake", output=str(tmp_path), targets=["demo_sentiment", "demo_choice"], seeds=[0, 1],
+                 upstream={"mix": {"tasks": ["demo_rating", "demo_span"]}},
+                 arms={"baseline": {}, "muppet": {"init_from": "mix"}})
+
+
+def fake_execute(calls: list[str], crash_at: int | None = None, fail: set[str] = frozenset()):
+    """Stands in for a train.py subprocess: records the call, makes an export for upstream runs, can crash."""
+    def execute(run: Run, args, run_dir: Path, tag: str, mode: str, log=print) -> dict:
+        if crash_at is not None and len(calls) == crash_at:
+            raise KeyboardInterrupt
+        calls.append(run.run_id)
+        (run_dir / "export").mkdir(parents=True, exist_ok=True)
+        if run.upstream:
+            assert args[-1].startswith("--model.init_from=") and args[-1].endswith("export")
+        status = "failed (exit 1)" if run.run_id in fail else "ok"
+        return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
+                "fraction": run.fraction, "seed": run.seed, "metric": tag.split("/")[-1], "value": 0.5 + run.seed,
+                "step": 1, "wall_s": 1.0, "status": status, "log_dir": str(run_dir), "finished": "now"}
+    return execute
+
+
+def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    study = fake_study(tmp_path)
+    every = [r.run_id for r in plan(study, [])]
+    assert len(every) == 9 and every[0] == "up-mix"
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "execute", fake_execute(calls, crash_at=4))
+    with pytest.raises(KeyboardInterrupt):  # killed during the 5th run
+        runner.sweep(study, log=lambda *_: None)
+    assert calls == every[:4]
+    monkeypatch.setattr(runner, "execute", fake_execute(calls))
+    runner.sweep(study, max_runs=2, log=lambda *_: None)  # stop after 2 more
+    assert calls == every[:6]
+    lines = []
+    runner.sweep(study, log=lines.append)
+    assert calls == every and "9 runs, 6 done earlier, 3 to do" in lines[0]
+    with (tmp_path / "fake" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["run_id"] for r in rows) == sorted(every) and {r["status"] for r in rows} == {"ok"}
+    runner.sweep(study, log=lambda *_: None)  # nothing left to do
+    assert calls == every
+
+
+def test_a_failed_upstream_skips_its_fine_tuning_runs_until_a_rerun_succeeds(tmp_path, monkeypatch):
+    study = fake_study(tmp_path)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "execute", fake_execute(calls, fail={"up-mix", "ft-baseline-demo_choice-f1-s1"}))
+    runner.sweep(study, log=lambda *_: None)
+    rows = Results(tmp_path / "fake" / "results.csv").rows
+    assert all(rows[r]["status"].startswith("skipped") for r in rows if r.startswith("ft-muppet"))
+    assert "ft-muppet-demo_sentiment-f1-s0" not in calls and len(calls) == 5
+    calls.clear()
+    monkeypatch.setattr(runner, "execute", fake_execute(calls))
+    runner.sweep(study, log=lambda *_: None)
+    assert calls == ["up-mix", "ft-muppet-demo_sentiment-f1-s0", "ft-muppet-demo_choice-f1-s0",
+                     "ft-muppet-demo_sentiment-f1-s1", "ft-baseline-demo_choice-f1-s1", "ft-muppet-demo_choice-f1-s1"]
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end_pre_finetunes_exports_and_fine_tunes_a_subset_from_it(tmp_path):
+    """Two real train.py runs, stopped after the first and resumed: pre-finetuning on two demo tasks (exported),
+    then fine-tuning on 25% of a held-out demo task from that export; CSV, report, plot and TensorBoard."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "output": str(tmp_path / "out"), "metric": "best",
+        "train_args": ["--config", "configs/quickstart.yaml", *TINY_MODEL, "--trainer.max_steps=6",
+                       "--trainer.val_check_interval=3", "--trainer.num_sanity_val_steps=0", "--data.batch_size=16",
+                       "--data.max_tokens=null", "--data.max_eval_examples=32", f"--data.cache_dir={tmp_path}/cache",
+                       "--trainer.enable_progress_bar=false"],
+        "upstream": {"mix": {"tasks": ["demo_sentiment", "demo_choice"]}},
+        "targets": ["demo_topic_pair"], "fractions": [0.25], "seeds": [3], "baseline": None,
+        "arms": {"muppet": {"init_from": "mix"}}}))
+    assert runner.main(["--config", str(config), "--max-runs", "1"]) == 0
+    sweep = tmp_path / "out" / "tiny"
+    first = Results(sweep / "results.csv").rows
+    assert list(first) == ["up-mix"] and first["up-mix"]["status"] == "ok", first
+    assert runner.main(["--config", str(config)]) == 0
+    rows = Results(sweep / "results.csv").rows
+    assert rows["up-mix"] == first["up-mix"]  # not redone
+    tune = rows["ft-muppet-demo_topic_pair-f0.25-s3"]
+    assert tune["status"] == "ok" and tune["metric"] == "accuracy" and 0 <= float(tune["value"]) <= 1
+    log_dir = Path(tune["log_dir"])
+    saved = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert saved["data"]["train_fraction"] == 0.25 and saved["seed_everything"] == 3
+    assert saved["model"]["init_from"] == str(Path(first["up-mix"]["log_dir"]) / "export")
+    log = (sweep / "runs" / tune["run_id"] / "train.log").read_text()
+    assert re.search(r"demo_topic_pair +classification +train +500 ", log), log[-3000:]  # 25% of 2,000 rows
+    assert not (log_dir / "export").exists() and not list(log_dir.rglob("*.ckpt"))  # fine-tuning keeps nothing
+    assert (Path(first["up-mix"]["log_dir"]) / "export" / "muppet_heads.pt").exists()
+    assert (sweep / "bars.png").exists() and "ft-muppet" not in (sweep / "report.md").read_text()
+    assert "| demo_topic_pair | accuracy | 0.25 | muppet | 1 |" in (sweep / "report.md").read_text()
+    assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
