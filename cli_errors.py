@@ -15,6 +15,7 @@ import linecache
 import os
 import re
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,16 +55,29 @@ def wants_traceback(argv: list[str]) -> bool:
 
 @contextmanager
 def exit_on_user_error(show_traceback: bool = False) -> Iterator[None]:
-    """User errors: `error: <message>` on stderr (once per node: local rank 0), exit code 2. Anything else raises."""
+    """User errors: `error: <message>` on stderr (once per node: local rank 0), exit code 2. Anything else raises,
+    except on a DDP child whose rank-0 parent has already exited: that failure is the parent's, which it reported."""
+    parent = os.getppid()
     try:
         yield
     except Exception as error:  # noqa: BLE001 - what is not a user error is raised again unchanged
-        message = None if show_traceback else user_message(error)
+        message = None if show_traceback else _safe(user_message, error)
+        rank_zero = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0"
+        if message is None and not rank_zero and _exits(parent):
+            raise SystemExit(1) from None
         if message is None:
             raise
-        if os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0":
+        if rank_zero:
             print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _exits(parent: int, wait_s: float = 5.0) -> bool:
+    """Whether the parent process exits within `wait_s` (a child of Lightning's DDP launcher then loses its peer)."""
+    deadline = time.monotonic() + wait_s
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return os.getppid() != parent
 
 
 def user_message(error: BaseException) -> str | None:
@@ -94,6 +108,8 @@ def _option_message(error: argparse.ArgumentError) -> str:
         return _yaml_message(marked, error)
     if text.startswith("unrecognized arguments"):
         return f"{text} (`train.py fit --help` lists the options)"
+    if "subcommand" in text:
+        return f"{text} (`train.py --help`)"
     match = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.S)
     if not match:
         return text
@@ -195,10 +211,16 @@ def _catalogue_entry(error: BaseException) -> str | None:
             task = frame.f_locals.get("name") if frame.f_code.co_name == "parse_entry" else task
     if file is None:
         return None
-    content = yaml.safe_load(Path(file).read_text()) if task is None else {}
-    if not isinstance(content, dict):
-        return f"catalogue file {file}: expected task names mapped to their entries, got a {type(content).__name__}"
+    if task is None and isinstance(error, AttributeError):  # e.g. `content.items()` of a file holding a list
+        try:
+            content = yaml.safe_load(Path(file).read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            content = {}
+        if not isinstance(content, dict):
+            return f"catalogue file {file}: expected task names mapped to their entries, got a {type(content).__name__}"
     where = f"catalogue file {file}" + (f", task '{task}'" if task else "")
+    if isinstance(error, UnicodeDecodeError):
+        return f"{where}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})"
     return f"{where}: {type(error).__name__}: {error} (the fields are described in docs/architecture.md)"
 
 
@@ -247,6 +269,14 @@ def check_checkpoint(ckpt_path: str | Path | None) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
+def _safe(describe: Any, error: BaseException) -> str | None:
+    """A failure while describing the error must not hide it."""
+    try:
+        return describe(error)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _in_chain(error: BaseException | None, kind: type) -> Any:
     seen = set()
     while error is not None and id(error) not in seen:

@@ -33,7 +33,10 @@ def load_error(spec: TaskSpec, split: str, error: Exception) -> DataValidationEr
     """The error to raise when `load_dataset` failed: the first problem found in the task's local files, else the
     library's own message (its innermost cause) under the task and split."""
     where = f"task '{spec.name}', split '{split}'"
-    problem = diagnose(spec, split)
+    try:
+        problem = diagnose(spec, split)
+    except Exception:  # noqa: BLE001 - a failing diagnosis must not hide the error; the library's message follows
+        problem = None
     if problem:
         return DataValidationError(problem)
     if isinstance(error, ValueError) and "corresponds to no data" in str(error):
@@ -49,7 +52,7 @@ def check_text(spec: TaskSpec, split: str, dataset: Dataset) -> None:
     try:
         dataset.data.table.validate(full=True)
     except pa.ArrowInvalid as error:
-        raise DataValidationError(diagnose(spec, split) or f"task '{spec.name}', split '{split}': {error}") from error
+        raise load_error(spec, split, error) from error
 
 
 def cause(error: BaseException) -> str:
@@ -93,9 +96,12 @@ def diagnose(spec: TaskSpec, split: str) -> str | None:
                 return f"{where}: file {path} does not exist"
             if path.is_dir():
                 return f"{where}: {path} is a folder; data_files takes files or glob patterns (e.g. {path}/*.jsonl)"
-            problem, mismatch, found = file_problem(path, _format(spec, path), spec.source)
+            try:
+                problem, mismatch, found = file_problem(path, _format(spec, path), spec.source)
+            except OSError as error:
+                return f"{where}: file {path} cannot be read ({error.strerror or error})"
             if problem and problem.startswith(EMPTY) and len(paths) == 1:
-                return f"{where}: the split is empty (file {path} {problem})"
+                return f"{where}: the split is empty: file {path} {problem}"
             if problem:
                 return f"{where}: file {path} {problem}"
             weaker = weaker or (mismatch and f"{where}: file {path} {mismatch}")
