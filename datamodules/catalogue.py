@@ -49,6 +49,7 @@ class TaskSpec:
     metrics: list[str] = field(default_factory=list)  # names from lightning_modules/metrics.py; first = primary
     max_train_examples: int | None = None  # cap on this task's training examples per epoch
     max_eval_examples: int | None = None  # cap on this task's validation/test examples
+    id: str | None = None  # column naming each example (e.g. SQuAD's `id`), written beside its prediction
     catalogue_dir: str = "."  # folder of the YAML file; relative `data_files` resolve against it
 
     @property
@@ -58,7 +59,7 @@ class TaskSpec:
     def columns(self) -> list[str]:
         """Every source column this task reads (top-level names; dotted names reach into nested columns)."""
         choices = [self.choices] if isinstance(self.choices, str) else list(self.choices or [])
-        named = [*self.inputs, self.label, self.answers, self.target, *choices]
+        named = [*self.inputs, self.label, self.answers, self.target, *choices, self.id]
         return [c for c in named if c]
 
     def load_kwargs(self) -> dict[str, Any]:

@@ -50,7 +50,8 @@ class MultiTaskDataset(TorchDataset):
             positions = [p for p, (t, _) in enumerate(located) if t == task]
             columns = self.datasets[task][[located[p][1] for p in positions]]
             for k, p in enumerate(positions):
-                rows[p] = {"task_id": self.task_ids[task], **{name: values[k] for name, values in columns.items()}}
+                rows[p] = {"task_id": self.task_ids[task], "index": located[p][1],  # row index in its dataset
+                           **{name: values[k] for name, values in columns.items()}}
         if isinstance(indices, PaddingBatch):
             for row in rows:
                 row["is_padding"] = True
@@ -75,7 +76,7 @@ class MultiTaskCollator:
         self.families, self.pad_token_id, self.pad_to_multiple_of = families, pad_token_id, pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        seqs, types, task_ids, example_ids, labels = [], [], [], [], []
+        seqs, types, task_ids, example_ids, labels, split_index = [], [], [], [], [], []
         targets: dict[str, list] = {name: [] for name in ROW_TARGETS + SEQUENCE_TARGETS}
         extras: dict[str, list] = {key: [] for key in EVAL_LISTS.values()}
         for e, ex in enumerate(examples):
@@ -88,6 +89,7 @@ class MultiTaskCollator:
                 types.append(segment)
                 task_ids.append(ex["task_id"])
                 example_ids.append(e)
+                split_index.append(ex.get("example_index", ex.get("index", -1)))  # span windows: their example's
                 labels.append(float(ex.get("label", 0.0)))  # multiple choice: the correct choice, on every row
                 for name in ROW_TARGETS:
                     targets[name].append(ex.get(name, 0))
@@ -100,6 +102,7 @@ class MultiTaskCollator:
             "input_ids": input_ids,  # (R, T)
             "attention_mask": (torch.arange(input_ids.shape[1]) < torch.tensor([[len(s)] for s in seqs])).long(),
             "task_ids": torch.tensor(task_ids), "example_ids": torch.tensor(example_ids),
+            "split_index": torch.tensor(split_index),  # (R,) the example's index in its split (predictions)
             "labels": torch.tensor(labels),
             **{name: torch.tensor(targets[name]) for name in ROW_TARGETS},  # (R,), 0 on other families' rows
         }

@@ -68,14 +68,22 @@ class EvaluationMixin:
                                       synced_gpus=self._world_size() > 1)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
-        """One record per example, {task, prediction}, the prediction as its head gives it: {label, probabilities}
-        (classification), a score in the task's units (regression), a choice index, an answer text, a summary.
-        A padding batch runs the same forward and generation and returns no records."""
+        """One record per example, {task, index, prediction}: the example's index in its split and the prediction
+        as its head gives it: {label, probabilities} (classification), a score in the task's units (regression), a
+        choice index, an answer text, a summary. A padding batch runs the same forward and generation and returns
+        no records."""
         _, logits = self(batch)
         records = []
         for task, (rows, task_logits) in logits.items():
             predictions = self.head_of(task).predict(task_logits, batch, rows, self._decoding(task))
-            records += [{"task": self.specs[task].name, "prediction": p} for p in predictions]
+            # the rows of one example (choices, span windows) are contiguous and share its index; None: rows that
+            # did not come from a MultiTaskDataset
+            known = "split_index" in batch and bool((batch["split_index"][rows] >= 0).all())
+            indices = torch.unique_consecutive(batch["split_index"][rows]).tolist() if known \
+                else [None] * len(predictions)
+            assert len(indices) == len(predictions), (len(indices), len(predictions))
+            records += [{"task": self.specs[task].name, "index": i, "prediction": p}
+                        for i, p in zip(indices, predictions)]
         return [] if batch.get("is_padding", False) else records
 
     def on_validation_epoch_end(self) -> None:

@@ -70,6 +70,8 @@ def synthetic_row(spec, i: int) -> dict:
         put(row, spec.inputs[1], context)
     else:
         put(row, spec.target, text(i + 5, 5))
+    if spec.id:
+        put(row, spec.id, f"example-{i}")
     return row
 
 
