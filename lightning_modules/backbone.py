@@ -31,17 +31,24 @@ def build_backbone(name_or_path: str, config: dict[str, Any] | None, tokenizer: 
         model_config = AutoConfig.from_pretrained(name_or_path)
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModel
         return auto.from_pretrained(name_or_path)
+    from transformers import CONFIG_MAPPING
     config = dict(config)
-    model_type = config.pop("model_type")
+    model_type = config.pop("model_type", None)
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"model.backbone_config.model_type is {model_type!r}; expected a transformers model type "
+                         "such as roberta, bert, deberta-v2 or bart")
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
            "bos_token_id": tokenizer.bos_token_id or tokenizer.cls_token_id,
            "eos_token_id": tokenizer.eos_token_id or tokenizer.sep_token_id}
-    model_config = AutoConfig.for_model(model_type, **{**ids, **config})
-    if model_config.is_encoder_decoder:
-        model_config.decoder_start_token_id = config.get("decoder_start_token_id", ids["eos_token_id"])
-        model_config.forced_eos_token_id = ids["eos_token_id"]
-        return AutoModelForSeq2SeqLM.from_config(model_config)
-    return AutoModel.from_config(model_config)
+    try:
+        model_config = AutoConfig.for_model(model_type, **{**ids, **config})
+        if model_config.is_encoder_decoder:
+            model_config.decoder_start_token_id = config.get("decoder_start_token_id", ids["eos_token_id"])
+            model_config.forced_eos_token_id = ids["eos_token_id"]
+            return AutoModelForSeq2SeqLM.from_config(model_config)
+        return AutoModel.from_config(model_config)
+    except (ValueError, TypeError) as error:  # values that do not fit together, e.g. heads not dividing the size
+        raise ValueError(f"model.backbone_config: {str(error).strip().splitlines()[0]}") from error
 
 
 def shift_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:

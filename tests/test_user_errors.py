@@ -95,6 +95,8 @@ CASES = {
     "path_cache_dir": (["--data.cache_dir={root}/a_file"], ["cannot write '{root}/a_file/", "Not a directory"]),
     "backbone_missing": (["--model.backbone={root}/no_backbone", "--model.backbone_config=null"],
                          ["backbone '{root}/no_backbone' (model.backbone): no such folder"]),
+    "backbone_config_model_type": (["--model.backbone_config.model_type=robertaa"],
+                                   ["model.backbone_config.model_type is 'robertaa'"]),
     "backbone_without_config": (["--model.backbone={root}/tokenizer_only", "--model.backbone_config=null"],
                                 ["backbone '{root}/tokenizer_only'", "no config.json"]),
 }
