@@ -37,7 +37,8 @@ FULL = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 CHECKPOINT_KEYWORDS = ("last", "best", "hpc", "registry")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model",
                    "sentencepiece.bpe.model", "tokenizer.model")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 class UsageError(Exception):

@@ -43,7 +43,8 @@ def workspace(tmp_path_factory) -> Path:
     for name, content in FILES.items():
         (root / name).write_bytes(content)
     entries = [f"{task}:\n  source: {{path: {'csv' if train.endswith('csv') else 'json'}, data_files: "
-               f"{{train: {train}, validation: {validation}}}}}\n{ENTRY}" for task, (train, validation) in TASKS.items()]
+               f"{{train: {train}, validation: {validation}}}}}\n{ENTRY}"
+               for task, (train, validation) in TASKS.items()]
     (root / "tasks.yaml").write_text("\n".join(entries))
     (root / "wrong_type.yaml").write_text("wrong_type:\n  source: {path: json}\n" + ENTRY.replace("2", "two"))
     (root / "no_label.yaml").write_text("no_label_field:\n  source: {path: json}\n" + ENTRY.replace("label: label", ""))
