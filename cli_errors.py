@@ -28,6 +28,7 @@ from lightning.pytorch import Trainer
 
 from datamodules.catalogue import CatalogueError
 from datamodules.validation import DataValidationError
+from lightning_modules.update import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parent
 CATALOGUE_CODE = ROOT / "datamodules" / "catalogue.py"
@@ -85,8 +86,8 @@ def user_message(error: BaseException) -> str | None:
     """One line naming the culprit when `error` comes from the user's input; None for a bug."""
     if isinstance(error, argparse.ArgumentError):
         message = _option_message(error)
-    elif isinstance(error, (CatalogueError, DataValidationError, UsageError)):
-        message = str(error)
+    elif isinstance(error, (CatalogueError, DataValidationError, UsageError, NonFiniteLossError)):
+        message = str(error)  # NonFiniteLossError: training stopped itself, naming the step and the tasks
     elif (marked := _in_chain(error, yaml.MarkedYAMLError)) is not None:
         message = _yaml_message(marked, error)
     elif (loading := _from_pretrained(error)) is not None:
