@@ -5,19 +5,49 @@ saved with its LM head as `BartForConditionalGeneration`), the tokenizer, `muppe
 key) and `muppet_tasks.json` (the task specs the heads were trained on).
 
     python -m lightning_modules.export --checkpoint path/to/last.ckpt --output exported/
+
+A checkpoint holds what rebuilding the model needs (`rebuild_parts`: the backbone's config and the tokenizer's
+files), so exporting one needs neither the hub nor the backbone's folder nor the run's `init_from`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 HEADS_FILE, TASKS_FILE = "muppet_heads.pt", "muppet_tasks.json"
+CONFIG_KEY, TOKENIZER_KEY = "muppet_backbone_config", "muppet_tokenizer_files"
+
+
+def rebuild_parts(module: LightningModule) -> dict[str, Any]:
+    """What a checkpoint stores to be rebuilt offline: the backbone's config (`to_dict`) and the tokenizer's files
+    (name -> bytes; about 2 MB for RoBERTa's BPE)."""
+    with tempfile.TemporaryDirectory() as folder:
+        module.tokenizer.save_pretrained(folder)
+        files = {path.name: path.read_bytes() for path in sorted(Path(folder).iterdir()) if path.is_file()}
+    return {CONFIG_KEY: module.backbone.config.to_dict(), TOKENIZER_KEY: files}
+
+
+def module_from_checkpoint(path: str | Path) -> LightningModule:
+    """MuppetModule with a checkpoint's weights, its backbone rebuilt from the stored config (randomly initialised,
+    then loaded) and its tokenizer from the stored files; a checkpoint without them (written before they were
+    stored) loads through its hyperparameters, which may need the hub or the backbone's folder."""
+    from lightning_modules.muppet import MuppetModule
+    parts = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # tensors are not read here
+    if CONFIG_KEY not in parts:
+        return MuppetModule.load_from_checkpoint(path, map_location="cpu")
+    with tempfile.TemporaryDirectory() as tokenizer:
+        for name, data in parts[TOKENIZER_KEY].items():
+            (Path(tokenizer) / name).write_bytes(data)
+        return MuppetModule.load_from_checkpoint(path, map_location="cpu", backbone=None, tokenizer=tokenizer,
+                                                 backbone_config=parts[CONFIG_KEY], init_from=None)
 
 
 def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -119,9 +149,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="a Lightning checkpoint of MuppetModule")
     parser.add_argument("--output", required=True, help="folder to write")
     args = parser.parse_args()
-    from lightning_modules.muppet import MuppetModule
-    module = MuppetModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
-    print(f"exported to {save_export(module, Path(args.output))}")
+    print(f"exported to {save_export(module_from_checkpoint(args.checkpoint), Path(args.output))}")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,10 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["muppet_rng_seed"] = self.rng_seed
+        # the backbone's config and the tokenizer's files: `python -m lightning_modules.export` rebuilds the model
+        # from the checkpoint alone (no hub, no backbone folder)
+        from lightning_modules.export import rebuild_parts
+        checkpoint.update(rebuild_parts(self))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.rng_seed = int(checkpoint.get("muppet_rng_seed", self.rng_seed))
