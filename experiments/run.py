@@ -34,42 +34,52 @@ def primary_metrics(catalogue: list[str], targets: list[str]) -> dict[str, str]:
     return {t: tasks[t].metrics[0] for t in targets}
 
 
-def execute(run: Run, args: list[str], run_dir: Path, tag: str, mode: str, log=print) -> dict:
-    """One `train.py fit` in its own process group, its output in <run_dir>/train.log; the row to record."""
-    shutil.rmtree(run_dir, ignore_errors=True)  # a run that was interrupted starts clean
-    run_dir.mkdir(parents=True)
-    command = [sys.executable, "train.py", "fit", *args, f"--trainer.logger.init_args.save_dir={run_dir}"]
-    (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
-    start = time.time()
-    with (run_dir / "train.log").open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**ENV, **os.environ})
-        try:
-            code = proc.wait()
-        except BaseException:  # Ctrl-C or SIGTERM: stop the whole run, record nothing
-            os.killpg(proc.pid, signal.SIGTERM)
+class Job:
+    """One `train.py fit` in its own process group, its output in <run_dir>/train.log; `row()` once it ended."""
+
+    def __init__(self, run: Run, args: list[str], run_dir: Path, tag: str, mode: str, threads: int | None) -> None:
+        self.run, self.run_dir, self.tag, self.mode = run, run_dir, tag, mode
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run that was interrupted starts clean
+        run_dir.mkdir(parents=True)
+        command = [sys.executable, "train.py", "fit", *args, f"--trainer.logger.init_args.save_dir={run_dir}"]
+        (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
+        env = {**ENV, **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **os.environ}
+        self.start = time.time()
+        with (run_dir / "train.log").open("w") as out:
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=env)
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def stop(self) -> None:
+        """Ctrl-C or SIGTERM: end the whole run (its process group); nothing is recorded."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    wall = time.time() - start
-    log_dir = log_dir_of(run_dir)
-    metric = read_metric(log_dir, tag, mode) if log_dir else None
-    status = "ok" if code == 0 and metric else f"failed (exit {code})" if code else f"no {tag} logged"
-    if status != "ok":
-        tail = (run_dir / "train.log").read_text().splitlines()[-15:]
-        log(f"  {run.run_id}: {status}; the end of {run_dir / 'train.log'}:\n    " + "\n    ".join(tail))
-    if run.stage == "upstream" and status == "ok" and not (log_dir / "export").is_dir():
-        status = "no export written"
-    return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
-            "fraction": run.fraction, "seed": run.seed, "metric": tag.split("/")[-1], "value": metric and metric[0],
-            "step": metric and metric[1], "wall_s": round(wall, 1), "status": status,
-            "log_dir": str(log_dir or run_dir), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def row(self, log=print) -> dict:
+        run, code, wall = self.run, self.proc.wait(), time.time() - self.start
+        log_dir = log_dir_of(self.run_dir)
+        metric = read_metric(log_dir, self.tag, self.mode) if log_dir else None
+        status = "ok" if code == 0 and metric else f"failed (exit {code})" if code else f"no {self.tag} logged"
+        if status != "ok":
+            tail = (self.run_dir / "train.log").read_text().splitlines()[-15:]
+            log(f"  {run.run_id}: {status}; the end of {self.run_dir / 'train.log'}:\n    " + "\n    ".join(tail))
+        if run.stage == "upstream" and status == "ok" and not (log_dir / "export").is_dir():
+            status = "no export written"
+        return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
+                "fraction": run.fraction, "seed": run.seed, "metric": self.tag.split("/")[-1],
+                "value": metric and metric[0], "step": metric and metric[1], "wall_s": round(wall, 1),
+                "status": status, "log_dir": str(log_dir or self.run_dir),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def eta(results: Results, todo: list[Run]) -> str:
-    """Time left from the mean wall time of the finished runs of each stage."""
+def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
+    """Time left from the mean wall time of the finished runs of each stage, `jobs` at a time."""
     walls: dict[str, list[float]] = {}
     for row in results.rows.values():
         if row["status"] == "ok":
@@ -78,10 +88,12 @@ def eta(results: Results, todo: list[Run]) -> str:
     if not every:
         return "unknown"
     seconds = sum(sum(walls.get(r.stage, every)) / len(walls.get(r.stage, every)) for r in todo)
-    return f"{seconds / 60:.1f} min"
+    return f"{seconds / jobs / 60:.1f} min"
 
 
-def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, log=print) -> Path:
+def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print) -> Path:
+    """Run what is not done yet, up to `jobs` runs at a time (each with cores / jobs threads); a fine-tuning run
+    starts once its upstream export exists, and is recorded as skipped if its upstream failed."""
     folder = Path(study.output) / study.name
     folder.mkdir(parents=True, exist_ok=True)
     extra, catalogue = catalogue_args(study, folder)
@@ -96,32 +108,56 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, log=
                if r.stage == "upstream" and results.done(r.run_id)}
     exports = {name: path for name, path in exports.items() if path.is_dir()}  # a deleted export is redone
     todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.arm not in exports)]
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     log(f"{study.name}: {len(runs)} runs, {len(runs) - len(todo)} done earlier, {len(todo)} to do "
-        f"(estimated {eta(results, todo)}); results in {folder}")
-    executed = 0
-    for i, run in enumerate(todo):
-        if max_runs is not None and executed >= max_runs:
-            log(f"stopping after {executed} run(s) (--max-runs); rerun the command to continue")
-            break
-        args = list(run.args)
-        if run.upstream:
-            if run.upstream not in exports:
-                results.record({"study": study.name, **vars(run), "status": f"skipped (upstream {run.upstream} "
-                                f"not done)", "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        f"(estimated {eta(results, todo, jobs)}); results in {folder}")
+    pending, active, started, finished = list(todo), [], 0, 0
+    try:
+        while pending or active:
+            while len(active) < jobs and pending and (max_runs is None or started < max_runs):
+                run = next((r for r in pending if r.upstream is None or r.upstream in exports
+                            or not any(u.stage == "upstream" and u.arm == r.upstream for u in pending + [
+                                j.run for j in active])), None)
+                if run is None:  # every pending run waits for an upstream that is running
+                    break
+                pending.remove(run)
+                args = list(run.args)
+                if run.upstream and run.upstream not in exports:
+                    results.record({"study": study.name, **vars(run), "status": f"skipped (upstream {run.upstream} "
+                                    f"failed)", "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                    finished += 1
+                    continue
+                if run.upstream:
+                    args.append(f"--model.init_from={exports[run.upstream]}")
+                tag = "val/score" if run.stage == "upstream" else f"val/{run.target}/{metrics[run.target]}"
+                active.append(Job(run, args, folder / "runs" / run.run_id, tag, study.metric, threads))
+                started += 1
+                log(f"[{len(todo) - len(pending)}/{len(todo)}] {run.run_id} started")
+            if not active:
+                if pending:
+                    log(f"stopping after {started} run(s) (--max-runs); rerun the command to continue")
+                break
+            ended = [j for j in active if j.done()]
+            if not ended:
+                time.sleep(0.5)
                 continue
-            args.append(f"--model.init_from={exports[run.upstream]}")
-        log(f"[{i + 1}/{len(todo)}] {run.run_id} ...")
-        tag = "val/score" if run.stage == "upstream" else f"val/{run.target}/{metrics[run.target]}"
-        row = execute(run, args, folder / "runs" / run.run_id, tag, study.metric, log)
-        executed += 1
-        if run.stage == "upstream" and row["status"] == "ok":
-            exports[run.arm] = Path(row["log_dir"]) / "export"
-        elif run.stage == "finetune" and not study.keep_checkpoints:
-            shutil.rmtree(Path(row["log_dir"]) / "export", ignore_errors=True)
-        results.record({"study": study.name, **row})
-        value = "-" if row["value"] is None else f"{row['value']:.4f}"
-        log(f"[{i + 1}/{len(todo)}] {run.run_id}: {row['status']}, {tag} {value}, {row['wall_s']:.0f} s; "
-            f"{len(todo) - i - 1} to do, about {eta(results, todo[i + 1:])} left")
+            for job in ended:
+                active.remove(job)
+                row = job.row(log)
+                finished += 1
+                if job.run.stage == "upstream" and row["status"] == "ok":
+                    exports[job.run.arm] = Path(row["log_dir"]) / "export"
+                elif job.run.stage == "finetune" and not study.keep_checkpoints:
+                    shutil.rmtree(Path(row["log_dir"]) / "export", ignore_errors=True)
+                results.record({"study": study.name, **row})
+                value = "-" if row["value"] is None else f"{row['value']:.4f}"
+                left = pending + [j.run for j in active]
+                log(f"[{finished}/{len(todo)} done] {job.run.run_id}: {row['status']}, {job.tag} {value}, "
+                    f"{row['wall_s']:.0f} s; {len(left)} to do, about {eta(results, left, jobs)} left")
+    except BaseException:
+        for job in active:
+            job.stop()
+        raise
     return folder
 
 
@@ -136,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the study's YAML (experiments/*.yaml)")
     parser.add_argument("--data-root", help="folder of the shared_* datasets (laid out like /work/shared/data)")
     parser.add_argument("--output", help="parent folder of the sweep (default: the study's `output`)")
-    parser.add_argument("--max-runs", type=int, help="stop after this many runs (rerun to continue)")
+    parser.add_argument("--max-runs", type=int, help="stop after starting this many runs (rerun to continue)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each with cores / jobs threads "
+                        "(small models on CPU: 2 single-thread runs beat one 2-thread run)")
     parser.add_argument("--dry-run", action="store_true", help="print every run's train.py command and stop")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the CSV")
     args = parser.parse_args(argv)
@@ -146,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         start = time.time()
         try:
-            folder = sweep(study, args.max_runs, args.dry_run)
+            folder = sweep(study, args.max_runs, args.dry_run, args.jobs)
         except KeyboardInterrupt:
             print("interrupted: the current run is redone when the same command is run again", file=sys.stderr)
             write_report(study, folder, command)

@@ -101,20 +101,41 @@ def fake_study(tmp_path: Path) -> Study:
                  arms={"baseline": {}, "muppet": {"init_from": "mix"}})
 
 
-def fake_execute(calls: list[str], crash_at: int | None = None, fail: set[str] = frozenset()):
-    """Stands in for a train.py subprocess: records the call, makes an export for upstream runs, can crash."""
-    def execute(run: Run, args, run_dir: Path, tag: str, mode: str, log=print) -> dict:
-        if crash_at is not None and len(calls) == crash_at:
-            raise KeyboardInterrupt
-        calls.append(run.run_id)
-        (run_dir / "export").mkdir(parents=True, exist_ok=True)
-        if run.upstream:
-            assert args[-1].startswith("--model.init_from=") and args[-1].endswith("export")
-        status = "failed (exit 1)" if run.run_id in fail else "ok"
-        return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
-                "fraction": run.fraction, "seed": run.seed, "metric": tag.split("/")[-1], "value": 0.5 + run.seed,
-                "step": 1, "wall_s": 1.0, "status": status, "log_dir": str(run_dir), "finished": "now"}
-    return execute
+def fake_jobs(calls: list[str], crash_at: int | None = None, fail: frozenset = frozenset()):
+    """Stands in for train.py subprocesses: records the starts, makes an export for upstream runs, can crash;
+    a job ends at its second poll, so with several jobs runs overlap."""
+    running: list[str] = []
+
+    class FakeJob:
+        overlap = 0
+
+        def __init__(self, run: Run, args, run_dir: Path, tag: str, mode: str, threads: int | None) -> None:
+            if crash_at is not None and len(calls) == crash_at:
+                raise KeyboardInterrupt
+            if run.upstream:  # started only once its upstream's export exists
+                assert args[-1] == f"--model.init_from={run_dir.parent / ('up-' + run.upstream)}/export"
+            calls.append(run.run_id)
+            running.append(run.run_id)
+            FakeJob.overlap = max(FakeJob.overlap, len(running))
+            self.run, self.run_dir, self.tag, self.polls = run, run_dir, tag, 0
+            (run_dir / "export").mkdir(parents=True, exist_ok=True)
+
+        def done(self) -> bool:
+            self.polls += 1
+            return self.polls > 1
+
+        def stop(self) -> None:
+            running.remove(self.run.run_id)
+
+        def row(self, log=print) -> dict:
+            running.remove(self.run.run_id)
+            run = self.run
+            return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
+                    "fraction": run.fraction, "seed": run.seed, "metric": self.tag.split("/")[-1],
+                    "value": 0.5 + run.seed, "step": 1, "wall_s": 1.0,
+                    "status": "failed (exit 1)" if run.run_id in fail else "ok", "log_dir": str(self.run_dir),
+                    "finished": "now"}
+    return FakeJob
 
 
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
@@ -122,11 +143,11 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, mo
     every = [r.run_id for r in plan(study, [])]
     assert len(every) == 9 and every[0] == "up-mix"
     calls: list[str] = []
-    monkeypatch.setattr(runner, "execute", fake_execute(calls, crash_at=4))
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls, crash_at=4))
     with pytest.raises(KeyboardInterrupt):  # killed during the 5th run
         runner.sweep(study, log=lambda *_: None)
     assert calls == every[:4]
-    monkeypatch.setattr(runner, "execute", fake_execute(calls))
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
     runner.sweep(study, max_runs=2, log=lambda *_: None)  # stop after 2 more
     assert calls == every[:6]
     lines = []
@@ -139,16 +160,26 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, mo
     assert calls == every
 
 
+def test_parallel_jobs_overlap_and_wait_for_their_upstream(tmp_path, monkeypatch):
+    study = fake_study(tmp_path)
+    calls: list[str] = []
+    job = fake_jobs(calls)
+    monkeypatch.setattr(runner, "Job", job)
+    runner.sweep(study, jobs=2, log=lambda *_: None)
+    assert sorted(calls) == sorted(r.run_id for r in plan(study, [])) and job.overlap == 2
+    assert calls[:2] == ["up-mix", "ft-baseline-demo_sentiment-f1-s0"]  # the muppet arm waits for up-mix
+
+
 def test_a_failed_upstream_skips_its_fine_tuning_runs_until_a_rerun_succeeds(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
     calls: list[str] = []
-    monkeypatch.setattr(runner, "execute", fake_execute(calls, fail={"up-mix", "ft-baseline-demo_choice-f1-s1"}))
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls, fail={"up-mix", "ft-baseline-demo_choice-f1-s1"}))
     runner.sweep(study, log=lambda *_: None)
     rows = Results(tmp_path / "fake" / "results.csv").rows
     assert all(rows[r]["status"].startswith("skipped") for r in rows if r.startswith("ft-muppet"))
     assert "ft-muppet-demo_sentiment-f1-s0" not in calls and len(calls) == 5
     calls.clear()
-    monkeypatch.setattr(runner, "execute", fake_execute(calls))
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
     runner.sweep(study, log=lambda *_: None)
     assert calls == ["up-mix", "ft-muppet-demo_sentiment-f1-s0", "ft-muppet-demo_choice-f1-s0",
                      "ft-muppet-demo_sentiment-f1-s1", "ft-baseline-demo_choice-f1-s1", "ft-muppet-demo_choice-f1-s1"]
