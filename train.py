@@ -9,7 +9,9 @@ from datamodules.multitask import MultiTaskDataModule
 from lightning_modules.backbone import tokenizer_source
 from lightning_modules.checkpoint_io import AtomicCheckpointIO, last_checkpoint
 from lightning_modules.export import ExportPretrained
+from lightning_modules.final_evaluation import FinalEvaluation
 from lightning_modules.muppet import MuppetModule
+from lightning_modules.predictions import WritePredictions
 
 
 def sampler_seed(seed: int | bool | None) -> int:
@@ -30,6 +32,9 @@ class MuppetCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(ExportPretrained, "export")
+        # at the end of fit, after the export: the chosen weights evaluated, and predictions (both off by default)
+        parser.add_lightning_class_args(FinalEvaluation, "evaluate")
+        parser.add_lightning_class_args(WritePredictions, "predictions")
 
     def before_fit(self) -> None:
         """`--ckpt_path=last`: the newest `last.ckpt` of this logger's earlier runs (the new run logs into a new

@@ -90,7 +90,8 @@ def _heads_of(source: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def load_initial_weights(module: LightningModule, source: str, reuse_heads: bool) -> None:
     """Backbone weights from a `.ckpt` (an export folder is loaded as the backbone itself); with `reuse_heads`, the
-    heads of tasks present in both runs whose shapes match."""
+    heads of tasks present in both runs whose shapes match, and for a task new to the earlier run its family's
+    shared head (multiple choice, span: scorers that name no task) where that run had one."""
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"model.init_from '{source}' does not exist")
@@ -102,10 +103,12 @@ def load_initial_weights(module: LightningModule, source: str, reuse_heads: bool
         return
     old_heads, old_keys = _heads_of(path)
     reused = []
+    shared = {key for key in old_keys.values() if key.startswith("family_")}
     for spec, key in zip(module.specs, module.head_keys):
-        if spec.name not in old_keys:
+        old_key = old_keys.get(spec.name, key if key in shared else None)
+        if old_key is None:
             continue
-        prefix = old_keys[spec.name] + "."
+        prefix = old_key + "."
         weights = {k[len(prefix):]: v for k, v in old_heads.items() if k.startswith(prefix)}
         target = module.heads[key].state_dict()
         if weights and all(k in weights and weights[k].shape == v.shape for k, v in target.items()):

@@ -55,6 +55,8 @@ def instantiate(config_path: Path, tmp_path: Path) -> CpuCLI:
             f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
     if config["model"].get("max_generation_examples"):
         args += ["--model.max_generation_examples=4", "--model.max_new_tokens=4"]
+    if config["model"].get("init_from"):  # a fine-tuning config's pre-finetuned start: not built here
+        args.append("--model.init_from=null")
     return CpuCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
                   trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, run=False, args=args)
 
