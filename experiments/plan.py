@@ -16,7 +16,7 @@ from datamodules.catalogue import DEFAULT_CATALOGUE
 SHARED_YAML = Path(DEFAULT_CATALOGUE) / "shared_data.yaml"
 DEFAULT_SHARED = (SHARED_YAML.parent / "../../../shared/data").resolve()  # where shared_data.yaml points
 PLOTS = ("fraction", "tasks", "bars")
-ARM_KEYS = {"init_from", "args", "x", "targets"}
+ARM_KEYS = {"init_from", "args", "x", "targets", "fractions"}
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Study:
     targets: list[str] = field(default_factory=list)  # fine-tuning tasks (held out of every upstream mix)
     fractions: list[float] = field(default_factory=lambda: [1.0])  # data.train_fraction of the targets
     seeds: list[int] = field(default_factory=lambda: [0])  # seed_everything (and the subset draw) per run
-    # name -> {init_from: upstream name or folder, args: [...], x: number, targets: [a subset of targets]}
+    # name -> {init_from: upstream name or folder, args: [...], x: number, targets / fractions: subsets of the study's}
     arms: dict[str, dict[str, Any]] = field(default_factory=lambda: {"baseline": {}})
     baseline: str | None = "baseline"  # the arm every other arm is compared with (same seed: paired)
     metric: str = "final"  # `final`: the last validation of the target's primary metric; `best`: its maximum
@@ -82,6 +82,8 @@ class Study:
                 raise ValueError(f"{where}: arm '{name}': unknown key(s) {unknown}; known: {sorted(ARM_KEYS)}")
             if not set(arm.get("targets", self.targets)) <= set(self.targets):
                 raise ValueError(f"{where}: arm '{name}': its targets {arm['targets']} are not all study targets")
+            if not set(arm.get("fractions", self.fractions)) <= set(self.fractions):
+                raise ValueError(f"{where}: arm '{name}': its fractions {arm['fractions']} are not all study fractions")
         for name, up in self.upstream.items():
             if not up.get("tasks"):
                 raise ValueError(f"{where}: upstream '{name}' needs tasks")
@@ -136,7 +138,8 @@ def plan(study: Study, catalogue_args: list[str]) -> list[Run]:
         for fraction in study.fractions:
             for target in study.targets:
                 for arm_name, arm in study.arms.items():
-                    if target not in arm.get("targets", study.targets):
+                    if target not in arm.get("targets", study.targets) or fraction not in arm.get("fractions",
+                                                                                                  study.fractions):
                         continue
                     init = arm.get("init_from")
                     upstream = init if init in study.upstream else None
