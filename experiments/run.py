@@ -91,6 +91,13 @@ def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
     return f"{seconds / jobs / 60:.1f} min"
 
 
+def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path]) -> Run | None:
+    """The first pending run that need not wait: no upstream, or its upstream's export exists, or its upstream will
+    not run any more (it failed: the run is then recorded as skipped). None while every pending run waits."""
+    coming = {r.arm for r in [*pending, *active] if r.stage == "upstream"}
+    return next((r for r in pending if not r.upstream or r.upstream in exports or r.upstream not in coming), None)
+
+
 def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print) -> Path:
     """Run what is not done yet, up to `jobs` runs at a time (each with cores / jobs threads); a fine-tuning run
     starts once its upstream export exists, and is recorded as skipped if its upstream failed."""
@@ -115,10 +122,8 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     try:
         while pending or active:
             while len(active) < jobs and pending and (max_runs is None or started < max_runs):
-                run = next((r for r in pending if r.upstream is None or r.upstream in exports
-                            or not any(u.stage == "upstream" and u.arm == r.upstream for u in pending + [
-                                j.run for j in active])), None)
-                if run is None:  # every pending run waits for an upstream that is running
+                run = next_runnable(pending, [j.run for j in active], exports)
+                if run is None:
                     break
                 pending.remove(run)
                 args = list(run.args)
