@@ -35,7 +35,9 @@ def checkpoint_of(trainer: Trainer, weights: str) -> str | None:
         raise ValueError(f"weights is '{weights}'; expected one of {list(WEIGHTS)}")
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if weights == "best" and callback is not None else ""
-    if weights == "best" and not (best and Path(best).is_file()):
+    # rank 0 decides for every rank (a collective: every rank calls this)
+    best = trainer.strategy.broadcast(best if best and Path(best).is_file() else "")
+    if weights == "best" and not best:
         rank_zero_warn("weights=best, but no best checkpoint was saved (no monitored ModelCheckpoint, or no "
                        "validation ran): using the final weights")
         return None

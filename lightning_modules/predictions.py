@@ -64,13 +64,14 @@ def lines(spec: Any, split: str, records: list[dict], rows: dict[str, list] | No
     choices = choice_list(spec, rows) if rows and spec.choices else None
     gold = next((c for c in (spec.label, spec.answers, spec.target) if c), None)
     gold = column(rows, gold) if rows and gold else None
+    ids = column(rows, spec.id) if rows and spec.id else None
     names = {}  # class or choice id -> its raw label value (the first one mapped to it)
     for value, label in (spec.label_map or {}).items():
         names.setdefault(label, value)
     out = []
     for record in records:
         i = record["index"]
-        line = {"index": i, **({"id": column(rows, spec.id)[i]} if rows and spec.id else {}), "split": split}
+        line = {"index": i, **({"id": ids[i]} if ids is not None else {}), "split": split}
         if rows:
             line["inputs"] = {name: values[i] for name, values in inputs.items()}
             if choices is not None:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from datamodules.catalogue import Catalogue
 from lightning_modules.metrics import squad_scores
+from lightning_modules.predictions import lines
 from tests.conftest import ROOT, demo_datamodule
 from tests.test_cli import TINY_MODEL, train
 
@@ -43,6 +45,15 @@ def test_every_evaluation_batch_carries_each_examples_index_in_its_split(demo_ca
                 assert batch["split_index"].tolist() == batch["example_index"]
     train = next(iter(data.train_dataloader()))
     assert train["split_index"].shape == train["task_ids"].shape and (train["split_index"] >= 0).all()
+
+
+def test_a_line_joins_the_prediction_to_its_id_inputs_choices_and_gold():
+    spec = Catalogue.load().tasks["commonsense_qa"]  # id column, dotted choices, letters mapped to choice ids
+    rows = {"id": ["q0", "q1"], "question": ["where?", "who?"], "answerKey": ["B", "E"],
+            "choices": [{"label": list("ABCDE"), "text": list(text)} for text in ("abcde", "vwxyz")]}
+    got = lines(spec, "validation", [{"task": spec.name, "index": 1, "prediction": 4}], rows)
+    assert got == [{"index": 1, "id": "q1", "split": "validation", "inputs": {"question": "who?"},
+                    "choices": list("vwxyz"), "gold": "E", "predicted": "E", "prediction": 4}]
 
 
 @pytest.fixture(scope="module")
