@@ -53,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plan-examples", type=int, default=None, help="examples of the row-8 plan (4.8M; quick 1M)")
     parser.add_argument("--plan-ranks", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--eval-tasks", type=int, default=46)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads here and in child runs (OMP_NUM_THREADS); 0 = torch's default. "
+                             "1 by default: on a shared, loaded machine 2 threads made single steps swing 10x")
     args = parser.parse_args(argv)
     quick = args.quick
     args.step_batches = args.step_batches or (6 if quick else 12)
@@ -275,6 +277,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ["HF_DATASETS_CACHE"] = str(work / "hf")  # a cold first run for row 6; read before `datasets` loads
+        if args.threads:
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)  # child runs (train.py fit, memory, plan)
         import torch
         if args.threads:
             torch.set_num_threads(args.threads)

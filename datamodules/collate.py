@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import Dataset as TorchDataset
@@ -32,25 +33,35 @@ class MultiTaskDataset(TorchDataset):
         self.offsets = [0]
         for ds in datasets:
             self.offsets.append(self.offsets[-1] + len(ds))
+        self._ends = np.asarray(self.offsets[1:], dtype=np.int64)  # task t holds [offsets[t], ends[t])
 
     def __len__(self) -> int:
         return self.offsets[-1]
 
     def _locate(self, index: int) -> tuple[int, int]:
-        task = next(t for t in range(len(self.datasets)) if index < self.offsets[t + 1])
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} rows")
+        task = int(np.searchsorted(self._ends, index, side="right"))
         return task, index - self.offsets[task]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        located = [self._locate(i) for i in indices]
-        rows: list[dict[str, Any] | None] = [None] * len(indices)
-        for task in sorted({t for t, _ in located}):
-            positions = [p for p, (t, _) in enumerate(located) if t == task]
-            columns = self.datasets[task][[located[p][1] for p in positions]]
-            for k, p in enumerate(positions):
-                rows[p] = {"task_id": self.task_ids[task], "index": located[p][1],  # row index in its dataset
+        """Each index's task by binary search over the offsets (vectorised), then one Arrow read per task."""
+        flat = np.asarray(indices, dtype=np.int64).reshape(-1)  # (N,)
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"an index is out of range for {len(self)} rows")
+        tasks = np.searchsorted(self._ends, flat, side="right")  # (N,)
+        local = flat - np.asarray(self.offsets, dtype=np.int64)[tasks]  # (N,) row index in its dataset
+        order = np.argsort(tasks, kind="stable")  # positions grouped by task, ascending inside each task
+        present, firsts = np.unique(tasks[order], return_index=True)
+        rows: list[dict[str, Any] | None] = [None] * len(flat)
+        for task, positions in zip(present.tolist(), np.split(order, firsts[1:])):
+            wanted = local[positions].tolist()
+            columns = self.datasets[task][wanted]
+            for k, p in enumerate(positions.tolist()):
+                rows[p] = {"task_id": self.task_ids[task], "index": wanted[k],  # row index in its dataset
                            **{name: values[k] for name, values in columns.items()}}
         if isinstance(indices, PaddingBatch):
             for row in rows:
