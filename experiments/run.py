@@ -79,16 +79,19 @@ class Job:
 
 
 def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
-    """Time left from the mean wall time of the finished runs of each stage, `jobs` at a time."""
+    """Time left from the mean wall time of the finished runs of each stage, `jobs` at a time; runs of a stage
+    with no finished run yet are counted apart."""
     walls: dict[str, list[float]] = {}
     for row in results.rows.values():
         if row["status"] == "ok":
             walls.setdefault(row["stage"], []).append(float(row["wall_s"]))
-    every = [w for ws in walls.values() for w in ws]
-    if not every:
-        return "unknown"
-    seconds = sum(sum(walls.get(r.stage, every)) / len(walls.get(r.stage, every)) for r in todo)
-    return f"{seconds / jobs / 60:.1f} min"
+    timed = [r for r in todo if r.stage in walls]
+    seconds = sum(sum(walls[r.stage]) / len(walls[r.stage]) for r in timed)
+    untimed = [r for r in todo if r.stage not in walls]
+    if not timed:
+        return "unknown" if untimed else "0.0 min"
+    stages = "/".join(sorted({r.stage for r in untimed}))
+    return f"{seconds / jobs / 60:.1f} min" + (f" + {len(untimed)} {stages} run(s) not yet timed" if untimed else "")
 
 
 def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path]) -> Run | None:
