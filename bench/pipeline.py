@@ -34,6 +34,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status in MB: RssAnon (the process's own heap: arrays, Python objects) or RssFile
+    (pages of mapped files, e.g. memory-mapped Arrow, that the process touched: shared, reclaimable page cache)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -91,7 +100,7 @@ def preprocess_child(spec: str) -> dict[str, Any]:
 
 # ---- row 7: memory in the number of rows ----------------------------------------------------------------------------
 def write_tasks(folder: Path, tasks: int, rows: int, seed: int = 0) -> Path:
-    """`tasks` sentence-classification tasks of `rows` short random sentences each (JSONL) and their catalogue."""
+    """`tasks` sentence-classification tasks of `rows` short random texts (16-47 words) each (JSONL) and their catalogue."""
     import yaml
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,7 +109,7 @@ def write_tasks(folder: Path, tasks: int, rows: int, seed: int = 0) -> Path:
     for t in range(tasks):
         files = {}
         for split, count in (("train", rows), ("validation", 50)):
-            lengths = rng.integers(4, 16, size=count)
+            lengths = rng.integers(16, 48, size=count)  # words: ~40 tokens, ~300 B of tokenized Arrow per row
             picks = words[rng.integers(0, len(words), size=int(lengths.sum()))].tolist()
             ends = np.cumsum(lengths).tolist()
             labels = rng.integers(0, 2, size=count).tolist()
@@ -129,22 +138,29 @@ def memory_child(catalogue: str, cache: str, tokenizer: str, stage: str, batches
     start = time.perf_counter()
     data = MultiTaskDataModule(tasks=names, tokenizer=tokenizer, catalogue=[catalogue], cache_dir=cache,
                                max_tokens=4096, max_length=64)
+    anon = [status_mb("RssAnon")]
     if stage == "prepare":
         data.prepare_data()
         rows = None
     else:
         data.setup("fit")
         rows = len(data.train_set)
-        for i, _ in enumerate(data.train_dataloader()):
+        anon.append(status_mb("RssAnon"))
+        loader = iter(data.train_dataloader())  # the epoch plan
+        anon.append(status_mb("RssAnon"))
+        for i, _ in enumerate(loader):
             if i + 1 >= int(batches):
                 break
+    anon.append(status_mb("RssAnon"))
     return {"stage": stage, "seconds": time.perf_counter() - start, "rss_after_imports_mb": base,
-            "peak_rss_mb": peak_rss_mb(), "rows": rows}
+            "anon_after_imports_mb": anon[0], "peak_rss_mb": peak_rss_mb(), "anon_mb": max(anon),
+            "file_mb": status_mb("RssFile"), "rows": rows}
 
 
 def memory_growth(root: Path, tasks: int, rows_list: list[int], tokenizer: str, batches: int = 100
                   ) -> dict[str, Any]:
-    """Peak RSS of tokenizing (prepare_data) and of training (setup + plan + batches) at each rows-per-task."""
+    """Peak RSS and anonymous memory (sampled after setup, after the plan, after the batches) of tokenizing
+    (prepare_data) and of training (setup + plan + batches) at each rows-per-task, each in a fresh process."""
     points = []
     for rows in rows_list:
         folder = root / f"mem-{rows}"
@@ -155,13 +171,14 @@ def memory_growth(root: Path, tasks: int, rows_list: list[int], tokenizer: str, 
                         env={"HF_DATASETS_CACHE": str(folder / "hf")})
         train = child("memory", str(catalogue), str(folder / "cache"), tokenizer, "train", str(batches),
                       env={"HF_DATASETS_CACHE": str(folder / "hf")})
+        arrow = sum(f.stat().st_size for f in (folder / "cache").glob("*/train-*.arrow"))
         points.append({"rows_per_task": rows, "total_rows": tasks * rows, "generate_s": generated,
-                       "prepare": prepare, "train": train})
+                       "arrow_bytes_per_row": arrow / (tasks * rows), "prepare": prepare, "train": train})
         subprocess.run(["rm", "-rf", str(folder)], check=False)
     first, last = points[0], points[-1]
     extra_rows = (last["total_rows"] - first["total_rows"]) / 1e6
-    growth = {stage: (last[stage]["peak_rss_mb"] - first[stage]["peak_rss_mb"]) / max(extra_rows, 1e-9)
-              for stage in ("prepare", "train")}
+    growth = {f"{stage}_{kind}": (last[stage][f"{kind}_mb"] - first[stage][f"{kind}_mb"]) / max(extra_rows, 1e-9)
+              for stage in ("prepare", "train") for kind in ("peak_rss", "anon")}
     return {"tasks": tasks, "points": points, "mb_per_million_rows": growth}
 
 
