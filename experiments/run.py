@@ -104,7 +104,7 @@ def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path
 def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print) -> Path:
     """Run what is not done yet, up to `jobs` runs at a time (each with cores / jobs threads); a fine-tuning run
     starts once its upstream export exists, and is recorded as skipped if its upstream failed."""
-    folder = Path(study.output) / study.name
+    folder = (Path(study.output) / study.name).resolve()  # the runs start in the repository root, not here
     folder.mkdir(parents=True, exist_ok=True)
     extra, catalogue = catalogue_args(study, folder)
     runs = plan(study, extra)
