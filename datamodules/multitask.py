@@ -193,7 +193,7 @@ class MultiTaskDataModule(L.LightningDataModule):
     def _length_columns(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(tokens, rows) of every training example, read once as Arrow -> numpy columns."""
         if self._lengths is None:
-            def column(ds: Dataset, name: str) -> np.ndarray:
+            def column(ds: Dataset, name: str) -> np.ndarray:  # `ds[name]` is a lazy Column: read all rows at once
                 return np.asarray(ds.with_format("numpy", columns=[name])[:][name], dtype=np.int64)
             datasets = self.train_set.datasets
             self._lengths = ([column(ds, "length") for ds in datasets],
