@@ -47,8 +47,8 @@ def fit(workdir: Path, name: str, steps: int, args: list[str]) -> dict[str, Any]
                "--export.use_best=false", f"--export.dirpath={workdir / 'export'}",
                f"--trainer.logger.init_args.save_dir={workdir / 'logs'}", "--trainer.callbacks+=bench.e2e.TokenMeter"]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, **OFFLINE, "BENCH_METER_OUT": str(out)}, capture_output=True,
-                          text=True, timeout=1800)
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, **OFFLINE, "BENCH_METER_OUT": str(out)},
+                          capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"train.py fit failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
     meter = json.loads(out.read_text())[3:]

@@ -35,7 +35,7 @@ def peak_rss_mb() -> float:
 
 
 def status_mb(field: str) -> float:
-    """A memory field of /proc/self/status in MB: RssAnon (the process's own heap: arrays, Python objects) or RssFile
+    """A memory field of /proc/self/status in MiB: RssAnon (the process's own heap: arrays, Python objects) or RssFile
     (pages of mapped files, e.g. memory-mapped Arrow, that the process touched: shared, reclaimable page cache)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -49,7 +49,8 @@ def rss_mb() -> float:
 
 def child(mode: str, *args: str, env: dict | None = None, timeout: int = 1800) -> dict[str, Any]:
     """Run `python bench/pipeline.py mode args...` and return the JSON it prints last."""
-    done = subprocess.run([sys.executable, str(Path(__file__)), mode, *args], cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
+    done = subprocess.run([sys.executable, str(Path(__file__)), mode, *args], cwd=REPO,
+                          env={**os.environ, **OFFLINE, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"bench/pipeline.py {mode} failed:\n{done.stderr[-3000:]}")
@@ -100,7 +101,8 @@ def preprocess_child(spec: str) -> dict[str, Any]:
 
 # ---- row 7: memory in the number of rows ----------------------------------------------------------------------------
 def write_tasks(folder: Path, tasks: int, rows: int, seed: int = 0) -> Path:
-    """`tasks` sentence-classification tasks of `rows` short random texts (16-47 words) each (JSONL) and their catalogue."""
+    """`tasks` sentence-classification tasks of `rows` short random texts (16-47 words) each (JSONL), and their
+    catalogue."""
     import yaml
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +184,7 @@ def memory_growth(root: Path, tasks: int, rows_list: list[int], tokenizer: str, 
     return {"tasks": tasks, "points": points, "mb_per_million_rows": growth}
 
 
-# ---- row 8: the epoch plan and evaluation loaders at scale ------------------------------------------------------------
+# ---- row 8: the epoch plan and evaluation loaders at scale ------------------------------------------------------
 def synthetic_tasks(total: int, tasks: int = 46, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(tokens, rows) per example of `tasks` tasks of heavy-tailed sizes summing to about `total`; every fourth
     task multiple choice with 4 choices. Lengths uniform in 8..256 tokens per row."""

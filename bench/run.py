@@ -12,7 +12,8 @@ Rows (each names its baseline; every ratio is measured inside this one run, inte
   8  the epoch plan at 4.8M examples on 1 / 8 / 64 ranks; validation loaders of a 46-task mixture
   9  GPU rows (MFU, packing): not measured without a GPU
 
-Run from the repo root (about 15 minutes on 2 cores; --quick about 3):
+Run from the repo root (13 minutes on 2 cores shared with other work, load average 5-7; --quick: 6 real tasks and
+small sizes, 8 minutes there; docs/performance.md has the table and what each row means):
   python bench/run.py [--quick] [--out bench/results.json] [--rows 1 2 3 ...]
 """
 
@@ -244,12 +245,12 @@ class Bench:
         sizes = "/".join(f"{p['rows_per_task']:,}" for p in r["points"])
         return [row("7", f"memory: {r['tasks']} generated tasks x {sizes} rows, setup + epoch plan + 100 batches, "
                          f"a fresh process each (tokenized Arrow {last['arrow_bytes_per_row']:.0f} B/row)",
-                    f"own memory (RssAnon) {first['train']['anon_mb']:.0f} -> {last['train']['anon_mb']:.0f} MB "
+                    f"own memory (RssAnon) {first['train']['anon_mb']:.0f} -> {last['train']['anon_mb']:.0f} MiB "
                     f"= {per_row:.0f} B/row; peak RSS {first['train']['peak_rss_mb']:.0f} -> "
-                    f"{last['train']['peak_rss_mb']:.0f} MB (mapped Arrow pages included)",
-                    f"after imports: {first['train']['anon_after_imports_mb']:.0f} MB; tokenizing (prepare_data) "
-                    f"{first['prepare']['anon_mb']:.0f} -> {last['prepare']['anon_mb']:.0f} MB",
-                    f"+{growth['train_anon']:.0f} MB per 1M rows", "flat: index arrays only (<= 128 B/row = 16 int64)",
+                    f"{last['train']['peak_rss_mb']:.0f} MiB (mapped Arrow pages included)",
+                    f"after imports: {first['train']['anon_after_imports_mb']:.0f} MiB; tokenizing (prepare_data) "
+                    f"{first['prepare']['anon_mb']:.0f} -> {last['prepare']['anon_mb']:.0f} MiB",
+                    f"+{growth['train_anon']:.0f} MiB per 1M rows", "flat: index arrays only (<= 128 B/row = 16 int64)",
                     per_row <= 128, **r)]
 
     def row_8(self) -> list[dict]:
@@ -261,7 +262,7 @@ class Bench:
         slowest = max(p["init_s"] + p["plan_s"] for p in plans)
         return [row("8", f"epoch plan: {plans[0]['examples'] / 1e6:.1f}M examples, 46 tasks, max_tokens 4096, "
                          f"{ranks} ranks (MultiTaskBatchSampler, global plan on every rank)",
-                    f"{times} s (+ {plans[0]['init_s']:.1f} s init; {max(p['extra_rss_mb'] for p in plans):.0f} MB)",
+                    f"{times} s (+ {plans[0]['init_s']:.1f} s init; {max(p['extra_rss_mb'] for p in plans):.0f} MiB)",
                     "1 rank", f"{plans[-1]['plan_s'] / plans[0]['plan_s']:.2f}x at {plans[-1]['ranks']} ranks",
                     "a few seconds per epoch, flat in ranks", slowest <= 10, plans=plans),
                 row("8b", f"validation loaders of a {self.args.eval_tasks}-task mixture ({evals[0]['rows']:,} rows; "
