@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--step-batches", type=int, default=None, help="batches of rows 1 and 2 (12; quick 6)")
     parser.add_argument("--e2e-steps", type=int, default=None, help="train.py fit steps per run (60; quick 25)")
     parser.add_argument("--e2e-reps", type=int, default=1, help="on/off pairs of train.py fit runs")
+    parser.add_argument("--e2e-real", type=int, default=0, metavar="STEPS",
+                        help="also row 4 on the real suite: bench/configs/shared_minilm.yaml for STEPS steps per run "
+                             "(off by default: its fixed random batches take about 4x longer per step)")
     parser.add_argument("--loader-batches", type=int, default=200, help="batches timed per loader setting")
     parser.add_argument("--memory-tasks", type=int, default=None, help="generated tasks of row 7 (50; quick 10)")
     parser.add_argument("--memory-rows", type=int, nargs="+", default=None,
@@ -212,11 +215,23 @@ class Bench:
         r = on_vs_off(work, ["--config", "configs/quickstart.yaml", f"--data.cache_dir={self.cache}"],
                       self.args.e2e_steps, self.args.e2e_reps)
         on, off = r["on"][0], r["off"][0]
-        return [row("4", f"`train.py fit --config configs/quickstart.yaml` (tiny RoBERTa, demo suite), "
-                         f"{self.args.e2e_steps} steps x {self.args.e2e_reps} run pair(s), real tokens/s of steps",
-                    f"budget 4096 + grouping: {r['on_real_tokens_per_s']:,.0f} tok/s (real {on['real_fraction']:.2f})",
-                    f"fixed random batches of {r['off_batch_size']}: {r['off_real_tokens_per_s']:,.0f} tok/s "
-                    f"(real {off['real_fraction']:.2f})", f"{r['speedup']:.2f}x", "report", None, **r)]
+        out = [row("4", f"`train.py fit --config configs/quickstart.yaml` (tiny RoBERTa, demo suite), "
+                        f"{self.args.e2e_steps} steps x {self.args.e2e_reps} run pair(s), real tokens/s of steps",
+                   f"budget 4096 + grouping: {r['on_real_tokens_per_s']:,.0f} tok/s (real {on['real_fraction']:.2f})",
+                   f"fixed random batches of {r['off_batch_size']}: {r['off_real_tokens_per_s']:,.0f} tok/s "
+                   f"(real {off['real_fraction']:.2f})", f"{r['speedup']:.2f}x", "report", None, **r)]
+        if self.args.e2e_real:
+            config = ["--config", "bench/configs/shared_minilm.yaml", f"--model.backbone={self.minilm()}",
+                      f"--data.cache_dir={self.cache}"]
+            r = on_vs_off(work, config, self.args.e2e_real, 1)
+            on, off = r["on"][0], r["off"][0]
+            out.append(row("4", f"`train.py fit --config bench/configs/shared_minilm.yaml` (MiniLM-L6, 18 real "
+                                f"tasks), {self.args.e2e_real} steps per run, real tokens/s of steps",
+                           f"budget 4096 + grouping: {r['on_real_tokens_per_s']:,.0f} tok/s "
+                           f"(real {on['real_fraction']:.2f})", f"fixed random batches of {r['off_batch_size']}: "
+                           f"{r['off_real_tokens_per_s']:,.0f} tok/s (real {off['real_fraction']:.2f})",
+                           f"{r['speedup']:.2f}x", "report", None, **r))
+        return out
 
     def row_5(self) -> list[dict]:
         from bench.pipeline import loader_rate
