@@ -55,7 +55,8 @@ def test_export_from_a_checkpoint_needs_neither_the_hub_nor_the_backbone_folder(
                                             attention_mask=batch["attention_mask"]).last_hidden_state
     torch.testing.assert_close(got, expected)
     text = "the movie was overall delightful ."
-    assert AutoTokenizer.from_pretrained(tmp_path / "export")(text)["input_ids"] == reference.tokenizer(text)["input_ids"]
+    exported = AutoTokenizer.from_pretrained(tmp_path / "export")
+    assert exported(text)["input_ids"] == reference.tokenizer(text)["input_ids"]
 
 
 def test_an_encoder_decoder_checkpoint_rebuilds_from_its_stored_config(tmp_path, demo_cache):
