@@ -1,13 +1,13 @@
 """MUPPET pre-finetuning: `python train.py fit --config configs/quickstart.yaml` (see README.md)."""
 
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from datamodules.multitask import MultiTaskDataModule
 from lightning_modules.backbone import tokenizer_source
-from lightning_modules.checkpoint_io import AtomicCheckpointIO, last_checkpoint
+from lightning_modules.checkpoint_io import AtomicCheckpointIO, LatestCheckpoint, last_checkpoint
 from lightning_modules.export import ExportPretrained
 from lightning_modules.final_evaluation import FinalEvaluation
 from lightning_modules.muppet import MuppetModule
@@ -25,7 +25,7 @@ class MuppetCLI(LightningCLI):
         parser.link_arguments("seed_everything", "data.seed", compute_fn=sampler_seed)
         parser.link_arguments("data.task_specs", "model.task_specs", apply_on="instantiate")
         # callbacks that are always on, each with its own config section
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LatestCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/score", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "step{step}-score{val/score:.4f}",
                              "checkpoint.auto_insert_metric_name": False})
@@ -39,8 +39,20 @@ class MuppetCLI(LightningCLI):
     def before_fit(self) -> None:
         """`--ckpt_path=last`: the newest `last.ckpt` of this logger's earlier runs (the new run logs into a new
         version folder, where Lightning's own lookup would find nothing)."""
-        if self.config_init["fit"].get("ckpt_path") == "last":
-            self.config_init["fit"]["ckpt_path"] = str(last_checkpoint(self.trainer))
+        self._resolve_last("fit")
+
+    def before_validate(self) -> None:
+        self._resolve_last("validate")
+
+    def before_test(self) -> None:
+        self._resolve_last("test")
+
+    def before_predict(self) -> None:
+        self._resolve_last("predict")
+
+    def _resolve_last(self, subcommand: str) -> None:
+        if self.config_init[subcommand].get("ckpt_path") == "last":
+            self.config_init[subcommand]["ckpt_path"] = str(last_checkpoint(self.trainer))
 
 
 TRAINER_DEFAULTS = {

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -44,3 +45,16 @@ def last_checkpoint(trainer) -> Path:
     if not found:
         raise FileNotFoundError(f"--ckpt_path=last: no last.ckpt under {root}/*/checkpoints/")
     return found[-1]
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `last.ckpt` is rewritten at every validation, improved or not (Lightning 2.6 rewrites
+    it only when a top-k checkpoint is saved at that step, so after hours without a better score a resume would go
+    back to the last improvement)."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and not self._should_save_on_train_epoch_end(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

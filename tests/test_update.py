@@ -175,3 +175,23 @@ def test_a_non_finite_loss_ends_train_py_with_one_line(tmp_path):
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert last.startswith("error: non-finite loss at step 0") and "nan_rating" in last, last
+
+
+def test_last_checkpoint_follows_every_validation_even_without_improvement(tmp_path):
+    """Lightning 2.6 rewrites last.ckpt only with a new top-k checkpoint; a resume must not go back to the last
+    improvement."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from lightning_modules.checkpoint_io import LatestCheckpoint
+
+    class FlatScore(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("val/score", 0.5)  # never improves after the first validation
+            return super().validation_step(batch, batch_idx)
+
+    saver = LatestCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", save_last=True, filename="best")
+    trainer = L.Trainer(max_steps=12, val_check_interval=4, limit_val_batches=1, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[saver])
+    trainer.fit(FlatScore())
+    assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 12
