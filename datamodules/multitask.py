@@ -148,7 +148,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         return raw.map(make_preprocess(spec, self.tokenizer, self.lengths, for_eval), batched=True,
                        with_indices=True, remove_columns=raw.column_names,
-                       cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenize {spec.name}/{split}")
+                       cache_file_name=str(path), load_from_cache_file=True, desc=f"tokenize {spec.name}/{split}",
+                       new_fingerprint=key)  # `key` covers what the output depends on: no pickling of the tokenizer
 
     def _splits(self, stage: str | None) -> list[str]:
         return {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"],
