@@ -63,7 +63,8 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str) 
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
-              + f"; wall time of the runs {sum(r['wall_s'] or 0 for r in rows) / 60:.1f} min.", ""]
+              + f"; wall time of the runs, summed (with --jobs they overlap): {sum(r['wall_s'] or 0 for r in rows) / 60:.1f} "
+              f"min.", ""]
     upstream = [r for r in rows if r["stage"] == "upstream"]
     if upstream:
         lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]
@@ -109,8 +110,10 @@ def figure(study: Study, rows: list[dict]):
     fractions = sorted({k[1] for k in data})
     for ax, target in zip(axes[0], targets):
         if kind == "fraction":
-            for arm in study.arms:
-                points = [(f, *mean_std(data[target, f, arm].values())) for f in fractions if (target, f, arm) in data]
+            for i, arm in enumerate(study.arms):
+                dodge = 1 + 0.025 * (i - (len(study.arms) - 1) / 2)  # arms side by side on the log axis
+                points = [(f * dodge, *mean_std(data[target, f, arm].values())) for f in fractions
+                          if (target, f, arm) in data]
                 if points:
                     x, y, e = zip(*points)
                     ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=arm)

@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the CSV")
     args = parser.parse_args(argv)
     study = Study.load(args.config, data_root=args.data_root, output=args.output)
-    command = "python -m experiments.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python -m experiments.run " + shlex.join([a for a in given if a != "--report-only"])
     folder = Path(study.output) / study.name
     if not args.report_only:
         start = time.time()
