@@ -47,7 +47,7 @@ def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(mode: str, *args: str, env: dict | None = None, timeout: int = 1800) -> dict[str, Any]:
+def child(mode: str, *args: str, env: dict | None = None, timeout: int | None = None) -> dict[str, Any]:
     """Run `python bench/pipeline.py mode args...` and return the JSON it prints last."""
     done = subprocess.run([sys.executable, str(Path(__file__)), mode, *args], cwd=REPO,
                           env={**os.environ, **OFFLINE, **(env or {})},
