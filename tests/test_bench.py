@@ -129,3 +129,20 @@ def test_token_meter_and_table(demo, tmp_path, monkeypatch):
     assert run.table(rows).splitlines()[2] == "| 1 | what | 1 s | 2 s | 0.5x | <= 1.05x | yes |"
     args = run.parse_args(["--quick"])
     assert args.memory_rows == [500, 2000] and args.plan_examples == 1_000_000
+
+
+def test_pooling_table_gives_each_choice_mean_spread_paired_difference_and_best():
+    """bench/pooling.py's table on synthetic runs: per target the arms' mean ± std over seeds, each arm against
+    `first` paired by seed, and the best arm."""
+    from bench.pooling import table
+    from experiments.plan import Study
+
+    values = {"first": [0.70, 0.72, 0.74], "mean": [0.75, 0.78, 0.80], "pooler": [0.71, 0.71, 0.75]}
+    rows = [{"stage": "finetune", "status": "ok", "target": "t", "fraction": 1.0, "arm": arm, "seed": seed,
+             "value": v, "metric": "accuracy"} for arm, vs in values.items() for seed, v in enumerate(vs)]
+    study = Study(name="pooling", targets=["t"], seeds=[0, 1, 2], arms={a: {} for a in values}, baseline="first")
+    lines = table(study, rows)
+    assert lines[0] == "| target | metric | seeds | first | mean | pooler | mean - first | pooler - first | best |"
+    assert lines[2] == ("| t | accuracy | 3 | 0.720 ± 0.020 | 0.777 ± 0.025 | 0.723 ± 0.023 | +0.057 (3/3) * "
+                        "| +0.003 (2/3) | mean |")
+    assert "best per target: first 0, mean 1, pooler 0" in lines
