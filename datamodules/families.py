@@ -8,6 +8,7 @@ lightning_modules/heads_factory.py): docs/architecture.md, "Adding a family".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -55,14 +56,15 @@ def texts_bad(values: list) -> list[bool]:
 
 
 def label_to_id(spec: TaskSpec, value: Any, upper: int | None) -> int | float | None:
-    """The training target of a raw label (an id below `upper`, or a float for regression), or None when it is
-    unmapped or out of range."""
+    """The training target of a raw label (an id below `upper`, or a finite float for regression), or None when it
+    is unmapped, out of range or not finite."""
     if value is None:
         return None
     if spec.label_map is not None:
         return spec.label_map.get(value, spec.label_map.get(str(value)))
     if spec.is_regression:
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if number and math.isfinite(value) else None  # NaN/inf targets would poison the loss
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
         return None
     return int(value) if 0 <= value < upper else None
@@ -212,7 +214,8 @@ def preprocess_summarization(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengt
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("classification", fields=("label", "num_labels"), input_counts=(1, 2, 3),
            metrics=("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman"), default_metrics=("accuracy",),
-           checks=classification_checks, problem="null, unmapped or outside num_labels",
+           checks=classification_checks,
+           problem="null, unmapped or outside num_labels (regression: not a finite number)",
            preprocess=preprocess_classification),
     Family("multiple_choice", fields=("label", "choices", "num_choices"), input_counts=(1, 2, 3),
            metrics=("accuracy",), default_metrics=("accuracy",), checks=multiple_choice_checks,

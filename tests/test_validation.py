@@ -72,8 +72,9 @@ def test_bad_rows_are_named_with_count_and_first_index(tmp_path, family, bad, fi
 
 def test_unmapped_label_is_named(tmp_path):
     rows = [{**GOOD["classification"], "y": v} for v in ("pos", "neg", "neutral", "pos")]
-    with pytest.raises(DataValidationError, match=re.escape("field 'y' is null, unmapped or outside num_labels in 1 "
-                                                            "row(s), first at index 2")):
+    with pytest.raises(DataValidationError, match=re.escape("field 'y' is null, unmapped or outside num_labels "
+                                                            "(regression: not a finite number) in 1 row(s), first at "
+                                                            "index 2")):
         run_prepare(tmp_path, "classification", rows, entry_overrides={"label_map": {"neg": 0, "pos": 1}})
 
 
@@ -106,3 +107,23 @@ def test_skip_labels_drops_rows_before_the_checks(tmp_path):
                              cache_dir=str(tmp_path / "cache"))
     dm.setup("fit")
     assert len(dm.train_set) == 6
+
+
+def test_non_finite_regression_targets_are_named(tmp_path):
+    """A NaN or infinite regression target (parquet keeps them; JSON and CSV readers turn most into nulls) fails
+    before training instead of making every loss NaN."""
+    from datasets import Dataset
+
+    rows = {"a": ["x y", "y z", "z w", "w v"], "b": ["p", "q", "r", "s"], "y": [0.5, float("nan"), 2.0, float("inf")]}
+    files = {}
+    for split in ("train", "validation"):
+        files[split] = str(tmp_path / f"{split}.parquet")
+        Dataset.from_dict(rows if split == "train" else {**rows, "y": [0.5, 1.0, 2.0, 3.0]}).to_parquet(files[split])
+    entry = {**ENTRIES["classification"], "num_labels": 1, "metrics": ["pearson"],
+             "source": {"path": "parquet", "data_files": files}}
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"my_task": entry}))
+    dm = MultiTaskDataModule(tasks=["my_task"], tokenizer=TOKENIZER, catalogue=[str(tmp_path / "tasks.yaml")],
+                             cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataValidationError, match=re.escape("task 'my_task', split 'train'")) as error:
+        dm.prepare_data()
+    assert "not a finite number) in 2 row(s), first at index 1" in str(error.value)
