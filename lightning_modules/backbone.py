@@ -19,8 +19,18 @@ from heads.base import BackboneOutput
 
 
 def tokenizer_source(backbone: str | None, tokenizer: str | None, init_from: str | None) -> str | None:
-    """The tokenizer is given once: `model.tokenizer`, else an exported `init_from` folder, else the backbone."""
-    return tokenizer or (init_from if init_from and Path(init_from).is_dir() else None) or backbone
+    """The tokenizer is given once: `model.tokenizer`, else `init_from`'s (an export folder, or the files a `.ckpt`
+    stores), else the backbone's."""
+    if tokenizer:
+        return tokenizer
+    if init_from and Path(init_from).is_dir():
+        return init_from
+    if init_from and Path(init_from).is_file():
+        from lightning_modules.export import checkpoint_parts
+        parts = checkpoint_parts(init_from)
+        if parts is not None:
+            return parts[1]
+    return backbone
 
 
 def build_backbone(name_or_path: str, config: dict[str, Any] | None, tokenizer: PreTrainedTokenizerBase

@@ -13,7 +13,10 @@ files), so exporting one needs neither the hub nor the backbone's folder nor the
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,29 @@ def rebuild_parts(module: LightningModule) -> dict[str, Any]:
         module.tokenizer.save_pretrained(folder)
         files = {path.name: path.read_bytes() for path in sorted(Path(folder).iterdir()) if path.is_file()}
     return {CONFIG_KEY: module.backbone.config.to_dict(), TOKENIZER_KEY: files}
+
+
+def checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], str] | None:
+    """(backbone config, tokenizer folder) stored in a checkpoint, or None for one written before they were stored.
+    The tokenizer's files are written once per checkpoint version to a folder under the temp directory (named by the
+    checkpoint's path, size and mtime), so every process of a run, and the data module, reads the same files."""
+    path = Path(path).resolve()
+    parts = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # tensors are not read here
+    if CONFIG_KEY not in parts:
+        return None
+    stat = path.stat()
+    key = hashlib.sha1(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "muppet-tokenizers" / key
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{key}.partial-"))
+        for name, data in parts[TOKENIZER_KEY].items():
+            (partial / name).write_bytes(data)
+        try:
+            os.replace(partial, folder)  # another process may have won the race: its files are the same
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    return parts[CONFIG_KEY], str(folder)
 
 
 def module_from_checkpoint(path: str | Path) -> LightningModule:

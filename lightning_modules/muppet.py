@@ -76,7 +76,9 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             num_beams: beam size of summarization generation in validation.
             max_new_tokens: longest generated summary in validation.
             max_generation_examples: summaries generated (and ROUGE-scored) per task and validation run.
-            init_from: start from a pre-finetuned model: an exported folder or a Lightning `.ckpt` (backbone weights).
+            init_from: start from a pre-finetuned model: an exported folder or a Lightning `.ckpt` (its backbone is
+                rebuilt from the config and tokenizer the checkpoint stores, then its weights loaded; `backbone` is
+                then not read).
             reuse_heads: with `init_from`, also load the heads of tasks present in both runs.
             skip_nonfinite: skip an update whose loss is NaN/inf (counted in `train/skipped_updates`) instead of
                 stopping the run with a message naming the step and the tasks.
@@ -96,9 +98,18 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         self.specs = [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in task_specs]
         folder = init_from if init_from and Path(init_from).is_dir() else None
+        stored = None  # a .ckpt's own backbone config: rebuilt from it, weights loaded below (no download)
+        if init_from and Path(init_from).is_file() and backbone_config is None:
+            from lightning_modules.export import checkpoint_parts
+            stored = checkpoint_parts(init_from)
+            if stored is None and not backbone:
+                raise ValueError(f"model.init_from '{init_from}' stores no backbone config (a checkpoint written "
+                                 f"before configs were stored): give model.backbone, the architecture it was trained "
+                                 f"on")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(backbone, tokenizer, init_from))
-        model = build_backbone(folder or backbone, None if folder else backbone_config, self.tokenizer)
-        self.backbone = Backbone(model, pooling, source=folder or (None if backbone_config else backbone))
+        config = stored[0] if stored else None if folder else backbone_config
+        model = build_backbone(folder or backbone, config, self.tokenizer)
+        self.backbone = Backbone(model, pooling, source=folder or (None if config else backbone))
         self.heads, self.head_keys = build_heads(self.specs, self.backbone, dropout, label_smoothing,
                                                  shared_multiple_choice_head, shared_span_head)
         # tasks whose heads read the backbone's LM logits (summarization): the backbone computes them for their rows

@@ -130,3 +130,53 @@ def test_fine_tuning_config_starts_from_an_export_and_reuses_its_heads(tiny_robe
         assert torch.equal(value, heads[name]), name
     for name, value in model.backbone.model.state_dict().items():
         assert torch.equal(value, module.backbone.model.state_dict()[name]), name
+
+
+def test_fine_tuning_starts_from_a_checkpoint_alone(demo_cache, tmp_path):
+    """`--model.init_from=X.ckpt` with the backbone's folder gone and the config naming roberta-large (not on disk,
+    no hub): backbone and tokenizer are rebuilt from what the checkpoint stores, its weights and heads loaded, and
+    two fine-tuning steps run."""
+    import shutil
+
+    from tests.conftest import save_tiny
+    folder = save_tiny("roberta", tmp_path / "tiny")
+    upstream = demo_datamodule(["demo_sentiment", "demo_choice"], demo_cache)
+    module = MuppetModule(backbone=folder, task_specs=upstream.task_specs)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.01)  # differ from any fresh initialisation
+    trainer = L.Trainer(accelerator="cpu", max_steps=0, logger=False, enable_checkpointing=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "upstream.ckpt")  # on_save_checkpoint stores config and tokenizer
+    shutil.rmtree(folder)
+    catalogue = f"[{ROOT / 'configs' / 'tasks'},{demo_catalogue(tmp_path)}]"
+    cli = CpuCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
+                 trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, run=False,
+                 args=["--config", "configs/finetune_rte.yaml", f"--model.init_from={tmp_path / 'upstream.ckpt'}",
+                       "--model.reuse_heads=true", "--data.tasks=[demo_sentiment,new_choice]",
+                       f"--data.catalogue={catalogue}", f"--data.cache_dir={demo_cache}",
+                       "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--evaluate.weights=last",
+                       "--predictions.after_fit=false", "--data.max_tokens=null", "--data.batch_size=4",
+                       "--trainer.accumulate_grad_batches=1", "--trainer.precision=32-true",
+                       f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    model = cli.model
+    assert model.hparams.backbone == "roberta-large" and model.backbone.config.hidden_size == TINY["roberta"][
+        "hidden_size"]
+    text = "the movie was overall delightful ."
+    assert model.tokenizer(text)["input_ids"] == module.tokenizer(text)["input_ids"]
+    assert cli.datamodule.tokenizer(text)["input_ids"] == module.tokenizer(text)["input_ids"]
+    for name, value in model.backbone.model.state_dict().items():
+        assert torch.equal(value, module.backbone.model.state_dict()[name]), name
+    old_heads = module.heads.state_dict()
+    for name, value in model.heads.state_dict().items():  # sentiment's own head, the shared multiple-choice head
+        assert torch.equal(value, old_heads[name]), name
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2
+
+
+def test_a_checkpoint_without_a_stored_config_needs_the_backbone_named(demo_cache, tmp_path):
+    upstream = demo_datamodule(["demo_sentiment"], demo_cache)
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match="model.init_from .*old.ckpt' stores no backbone config.*model.backbone"):
+        MuppetModule(backbone=None, init_from=str(path), task_specs=upstream.task_specs)
