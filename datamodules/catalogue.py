@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -85,6 +85,47 @@ def _resolve_paths(files: Any, root: Path) -> Any:
     return str((root / files).resolve())
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# field -> (check of a non-null value, what it must be); validation_from_train has its own check (_holdout)
+FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "family": (lambda v: isinstance(v, str), "a family name"),
+    "source": (lambda v: isinstance(v, dict), "a mapping of datasets.load_dataset arguments"),
+    "inputs": (lambda v: isinstance(v, str) or _is_str_list(v) and bool(v), "a column name or a list of them"),
+    "splits": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+               "a mapping of role -> split name"),
+    "label": (lambda v: isinstance(v, str), "a column name"),
+    "label_map": (lambda v: isinstance(v, dict) and all(_is_int(x) for x in v.values()),
+                  "a mapping of raw label -> integer id"),
+    "skip_labels": (lambda v: isinstance(v, list), "a list of raw label values"),
+    "num_labels": (_is_int, "an integer"),
+    "choices": (lambda v: isinstance(v, str) or _is_str_list(v), "a list column's name or a list of column names"),
+    "num_choices": (_is_int, "an integer"),
+    "answers": (lambda v: isinstance(v, str), "a column name"),
+    "allow_no_answer": (lambda v: isinstance(v, bool), "true or false"),
+    "locate_answers": (lambda v: isinstance(v, bool), "true or false"),
+    "target": (lambda v: isinstance(v, str), "a column name"),
+    "metrics": (_is_str_list, "a list of metric names"),
+    "max_train_examples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "max_eval_examples": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "id": (lambda v: isinstance(v, str), "a column name"),
+}
+
+
+def _check_types(where: str, entry: dict[str, Any]) -> None:
+    for key, value in entry.items():
+        check, expected = FIELD_TYPES.get(key, (None, ""))
+        if value is not None and check is not None and not check(value):
+            raise CatalogueError(f"{where}: field '{key}' must be {expected}, got {value!r} "
+                                 f"({type(value).__name__})")
+
+
 def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> TaskSpec:
     """Check one catalogue entry and turn it into a TaskSpec; errors name the task and the field."""
     where = f"task '{name}'"
@@ -94,6 +135,7 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".") -> T
     unknown = sorted(set(entry) - known)
     if unknown:
         raise CatalogueError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    _check_types(where, entry)
     family = entry.get("family")
     if family not in FAMILIES:
         raise CatalogueError(f"{where}: field 'family' is {family!r}; expected one of {list(FAMILIES)}")
@@ -173,7 +215,10 @@ class Catalogue:
             for name, entry in content.items():
                 if name in tasks:
                     raise CatalogueError(f"task '{name}' is defined twice (again in {file})")
-                tasks[name] = parse_entry(name, entry, str(file.parent.resolve()))
+                try:
+                    tasks[name] = parse_entry(name, entry, str(file.parent.resolve()))
+                except CatalogueError as error:  # the file too: a user's catalogue may span several
+                    raise CatalogueError(f"catalogue file {file}, {error}") from None
         for mixture, names in mixtures.items():
             missing = [n for n in names if n not in tasks]
             if missing:

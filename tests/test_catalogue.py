@@ -142,6 +142,22 @@ def test_selection_by_family_and_mixture_deduplicates():
      "drop the 'validation' entry of field 'splits'"),
     ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
       "locate_answers": True}, "field 'locate_answers' needs a top-level 'answers' column"),
+    ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": "2"},
+     "field 'num_labels' must be an integer, got '2' (str)"),
+    ({"family": "multiple_choice", "source": {"path": "json"}, "inputs": ["q"], "choices": "c", "label": "y",
+      "num_choices": 4.0}, "field 'num_choices' must be an integer, got 4.0 (float)"),
+    ({"family": "classification", "source": {"path": "json"}, "inputs": ["a", 3], "label": "y", "num_labels": 2},
+     "field 'inputs' must be a column name or a list of them"),
+    ({"family": "classification", "source": "glue", "inputs": ["a"], "label": "y", "num_labels": 2},
+     "field 'source' must be a mapping"),
+    ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
+      "metrics": "accuracy"}, "field 'metrics' must be a list of metric names, got 'accuracy' (str)"),
+    ({"family": "classification", "source": {"path": "json"}, "inputs": ["a"], "label": "y", "num_labels": 2,
+      "label_map": {"pos": "1"}}, "field 'label_map' must be a mapping of raw label -> integer id"),
+    ({"family": "span", "source": {"path": "json"}, "inputs": ["q", "c"], "answers": "a", "allow_no_answer": "yes"},
+     "field 'allow_no_answer' must be true or false"),
+    ({"family": "summarization", "source": {"path": "json"}, "inputs": ["d"], "target": "s",
+      "max_eval_examples": 0}, "field 'max_eval_examples' must be an integer >= 1, got 0"),
 ])
 def test_bad_entries_fail_naming_task_and_field(entry, message):
     with pytest.raises(CatalogueError, match=re.escape(message)) as error:
