@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import os
 import subprocess
 import sys
@@ -159,22 +160,25 @@ def test_norm_clipping_under_fsdp_uses_the_root_modules_clip_grad_norm(tiny_robe
 
 
 def test_a_non_finite_loss_ends_train_py_with_one_line(tmp_path):
-    """Through train.py: a NaN regression label stops the run at that step with one line naming step and task."""
-    data = tmp_path / "nan.jsonl"
-    rows = [{"review": f"review number {i}", "stars": float("nan") if i == 5 else i % 5} for i in range(40)]
-    data.write_text("\n".join(json.dumps(r).replace("NaN", "NaN") for r in rows) + "\n")
+    """Through train.py: a learning rate of 1e30 blows the weights up in the first update, and the next step's
+    non-finite loss stops the run with one line naming the step and the task (non-finite labels never get this far:
+    data validation names them, tests/test_validation.py)."""
+    data = tmp_path / "ratings.jsonl"
+    rows = [{"review": f"review number {i}", "stars": i % 5} for i in range(40)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     catalogue = tmp_path / "tasks.yaml"
     catalogue.write_text(f"nan_rating:\n  family: classification\n  source: {{path: json, data_files: "
                          f"{{train: {data}, validation: {data}}}}}\n  inputs: [review]\n  label: stars\n"
                          f"  num_labels: 1\n")
     result = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/quickstart.yaml",
                              f"--data.catalogue=[{catalogue}]", "--data.tasks=[nan_rating]", "--data.max_tokens=null",
-                             "--data.batch_size=40", "--trainer.max_steps=2", f"--data.cache_dir={tmp_path}/cache",
+                             "--data.batch_size=20", "--trainer.max_steps=4", "--model.warmup=0",
+                             "--model.optimizer.init_args.lr=1e30", f"--data.cache_dir={tmp_path}/cache",
                              f"--trainer.logger.init_args.save_dir={tmp_path}/logs"],
                             cwd=ROOT, env=OFFLINE, capture_output=True, text=True, timeout=300)
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert last.startswith("error: non-finite loss at step 0") and "nan_rating" in last, last
+    assert re.match(r"error: non-finite loss at step [1-3] \(epoch 0\)", last) and "nan_rating" in last, last
 
 
 def test_last_checkpoint_follows_every_validation_even_without_improvement(tmp_path):

@@ -110,8 +110,8 @@ def test_skip_labels_drops_rows_before_the_checks(tmp_path):
 
 
 def test_non_finite_regression_targets_are_named(tmp_path):
-    """A NaN or infinite regression target (parquet keeps them; JSON and CSV readers turn most into nulls) fails
-    before training instead of making every loss NaN."""
+    """A NaN or infinite regression target (parquet and the JSON reader keep them) fails before training instead of
+    making every loss NaN."""
     from datasets import Dataset
 
     rows = {"a": ["x y", "y z", "z w", "w v"], "b": ["p", "q", "r", "s"], "y": [0.5, float("nan"), 2.0, float("inf")]}
@@ -127,3 +127,11 @@ def test_non_finite_regression_targets_are_named(tmp_path):
     with pytest.raises(DataValidationError, match=re.escape("task 'my_task', split 'train'")) as error:
         dm.prepare_data()
     assert "not a finite number) in 2 row(s), first at index 1" in str(error.value)
+
+
+def test_nan_regression_target_in_json_is_named(tmp_path):
+    rows = [{**GOOD["classification"], "y": v} for v in (0.5, 1.5, float("nan"), 2.5)]  # json.dumps writes NaN
+    with pytest.raises(DataValidationError, match=re.escape("(regression: not a finite number) in 1 row(s), first at "
+                                                            "index 2")):
+        run_prepare(tmp_path, "classification", rows, entry_overrides={"num_labels": 1, "metrics": ["pearson"]},
+                    good=[{**GOOD["classification"], "y": 0.5}] * 5)
