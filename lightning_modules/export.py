@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,12 +39,25 @@ def rebuild_parts(module: LightningModule) -> dict[str, Any]:
     return {CONFIG_KEY: module.backbone.config.to_dict(), TOKENIZER_KEY: files}
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """`model.init_from`'s checkpoint, memory-mapped (tensors are read when used); a file that is not one is named."""
+    try:
+        parts = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"model.init_from '{path}' is not a Lightning checkpoint nor an export folder "
+                         f"({type(error).__name__}: {first})") from error
+    if not isinstance(parts, dict) or "state_dict" not in parts:
+        raise ValueError(f"model.init_from '{path}' is not a Lightning checkpoint (no 'state_dict' in it)")
+    return parts
+
+
 def checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], str] | None:
     """(backbone config, tokenizer folder) stored in a checkpoint, or None for one written before they were stored.
     The tokenizer's files are written once per checkpoint version to a folder under the temp directory (named by the
     checkpoint's path, size and mtime), so every process of a run, and the data module, reads the same files."""
     path = Path(path).resolve()
-    parts = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # tensors are not read here
+    parts = load_checkpoint(path)
     if CONFIG_KEY not in parts:
         return None
     stat = path.stat()
@@ -122,7 +136,7 @@ def load_initial_weights(module: LightningModule, source: str, reuse_heads: bool
     if not path.exists():
         raise FileNotFoundError(f"model.init_from '{source}' does not exist")
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(path)["state_dict"]
         backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         module.backbone.load_state_dict(backbone)
     if not reuse_heads:

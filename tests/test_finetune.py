@@ -180,3 +180,19 @@ def test_a_checkpoint_without_a_stored_config_needs_the_backbone_named(demo_cach
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match="model.init_from .*old.ckpt' stores no backbone config.*model.backbone"):
         MuppetModule(backbone=None, init_from=str(path), task_specs=upstream.task_specs)
+
+
+def test_init_from_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "weights.txt"
+    bad.write_text("not a checkpoint\n")
+    import subprocess
+    import sys
+
+    from tests.test_cli import OFFLINE
+    result = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/quickstart.yaml",
+                             f"--model.init_from={bad}", f"--trainer.logger.init_args.save_dir={tmp_path}/logs"],
+                            cwd=ROOT, env=OFFLINE, capture_output=True, text=True, timeout=300)
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last.startswith(f"error: model.init_from '{bad}' is not a Lightning checkpoint"), last
+    assert not (tmp_path / "logs").exists()
