@@ -104,6 +104,18 @@ def test_final_evaluation_of_the_chosen_weights(weights, tiny_roberta, demo_cach
     assert "val/score" in trainer.callback_metrics and trainer.state.fn == "fit"
 
 
+def rte_cli(init_from, demo_cache, tmp_path, *extra: str) -> CpuCLI:
+    """The RTE fine-tuning config from `init_from` with reused heads, on a demo task seen in pre-finetuning and a
+    multiple-choice task new to it (not run)."""
+    catalogue = f"[{ROOT / 'configs' / 'tasks'},{demo_catalogue(tmp_path)}]"
+    return CpuCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
+                  trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, run=False,
+                  args=["--config", "configs/finetune_rte.yaml", f"--model.init_from={init_from}",
+                        "--model.reuse_heads=true", "--data.tasks=[demo_sentiment,new_choice]",
+                        f"--data.catalogue={catalogue}", f"--data.cache_dir={demo_cache}",
+                        f"--trainer.logger.init_args.save_dir={tmp_path}", *extra])
+
+
 def test_fine_tuning_config_starts_from_an_export_and_reuses_its_heads(tiny_roberta, demo_cache, tmp_path):
     """The RTE recipe with demo tasks: a task seen in pre-finetuning keeps its head, a multiple-choice task new to
     it keeps the family's shared head; the backbone and tokenizer are the export's (no hub: the config names
@@ -114,13 +126,7 @@ def test_fine_tuning_config_starts_from_an_export_and_reuses_its_heads(tiny_robe
         for p in module.parameters():
             p.add_(0.01)  # differ from any fresh initialisation
     export = module.export_pretrained(tmp_path / "export")
-    catalogue = f"[{ROOT / 'configs' / 'tasks'},{demo_catalogue(tmp_path)}]"
-    cli = CpuCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
-                 trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, run=False,
-                 args=["--config", "configs/finetune_rte.yaml", f"--model.init_from={export}",
-                       "--model.reuse_heads=true", "--data.tasks=[demo_sentiment,new_choice]",
-                       f"--data.catalogue={catalogue}", f"--data.cache_dir={demo_cache}",
-                       f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    cli = rte_cli(export, demo_cache, tmp_path)
     heads = torch.load(export / HEADS_FILE)
     model = cli.model
     assert model.hparams.backbone == "roberta-large" and model.backbone.config.hidden_size == TINY["roberta"][
@@ -149,16 +155,10 @@ def test_fine_tuning_starts_from_a_checkpoint_alone(demo_cache, tmp_path):
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "upstream.ckpt")  # on_save_checkpoint stores config and tokenizer
     shutil.rmtree(folder)
-    catalogue = f"[{ROOT / 'configs' / 'tasks'},{demo_catalogue(tmp_path)}]"
-    cli = CpuCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
-                 trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, run=False,
-                 args=["--config", "configs/finetune_rte.yaml", f"--model.init_from={tmp_path / 'upstream.ckpt'}",
-                       "--model.reuse_heads=true", "--data.tasks=[demo_sentiment,new_choice]",
-                       f"--data.catalogue={catalogue}", f"--data.cache_dir={demo_cache}",
-                       "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--evaluate.weights=last",
-                       "--predictions.after_fit=false", "--data.max_tokens=null", "--data.batch_size=4",
-                       "--trainer.accumulate_grad_batches=1", "--trainer.precision=32-true",
-                       f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    cli = rte_cli(tmp_path / "upstream.ckpt", demo_cache, tmp_path, "--trainer.max_steps=2",
+                  "--trainer.val_check_interval=2", "--evaluate.weights=last", "--predictions.after_fit=false",
+                  "--data.max_tokens=null", "--data.batch_size=4", "--trainer.accumulate_grad_batches=1",
+                  "--trainer.precision=32-true")
     model = cli.model
     assert model.hparams.backbone == "roberta-large" and model.backbone.config.hidden_size == TINY["roberta"][
         "hidden_size"]
