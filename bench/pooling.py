@@ -39,10 +39,8 @@ def table(study: Study, rows: list[dict]) -> list[str]:
             per_arm = {arm: data.get((target, fraction, arm), {}) for arm in arms}
             if not any(per_arm.values()):
                 continue
-            cells = []
-            for arm in arms:
-                mean, std = report.mean_std(per_arm[arm].values())
-                cells.append(f"{report.fmt(mean)} ± {report.fmt(std)}")
+            stats = {arm: report.mean_std(per_arm[arm].values()) for arm in arms}
+            cells = [f"{report.fmt(mean)} ± {report.fmt(std)}" for mean, std in stats.values()]
             diffs = []
             for arm in arms:
                 if arm == study.baseline:
@@ -50,8 +48,7 @@ def table(study: Study, rows: list[dict]) -> list[str]:
                 c = report.compare(per_arm[study.baseline], per_arm[arm])
                 mark = " *" if c["exceeds"] else ""
                 diffs.append(f"{report.fmt(c['diff_mean'], signed=True)} ({c['wins']}/{c['n']}){mark}")
-            means = {arm: report.mean_std(per_arm[arm].values())[0] for arm in arms}
-            best = max((a for a in arms if not math.isnan(means[a])), key=lambda a: means[a])
+            best = max((a for a in arms if not math.isnan(stats[a][0])), key=lambda a: stats[a][0])
             wins[best] += 1
             seeds = max(len(v) for v in per_arm.values())
             label = target if fraction == 1.0 else f"{target} ({fmt_fraction(fraction)})"

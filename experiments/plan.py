@@ -131,8 +131,8 @@ def plan(study: Study, catalogue_args: list[str]) -> list[Run]:
         tasks = ",".join(up["tasks"])
         args = [*common, f"--seed_everything={study.upstream_seed}", *study.upstream_args, f"--data.tasks=[{tasks}]",
                 *up.get("args", [])]
-        runs.append(Run(f"up-{name}", "upstream", name, f"{len(up['tasks'])} task{'s' if len(up['tasks']) > 1 else ''}", None, study.upstream_seed,
-                        tuple(args)))
+        count = f"{len(up['tasks'])} task{'s' if len(up['tasks']) > 1 else ''}"
+        runs.append(Run(f"up-{name}", "upstream", name, count, None, study.upstream_seed, tuple(args)))
     no_checkpoints = [] if study.keep_checkpoints else ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
     for seed in study.seeds:
         for fraction in study.fractions:

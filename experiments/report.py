@@ -63,8 +63,8 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str) 
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
-              + f"; wall time of the runs, summed (with --jobs they overlap): {sum(r['wall_s'] or 0 for r in rows) / 60:.1f} "
-              f"min.", ""]
+              + "; wall time of the runs, summed (with --jobs they overlap): "
+              f"{sum(r['wall_s'] or 0 for r in rows) / 60:.1f} min.", ""]
     upstream = [r for r in rows if r["stage"] == "upstream"]
     if upstream:
         lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]

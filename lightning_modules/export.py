@@ -13,6 +13,7 @@ files), so exporting one needs neither the hub nor the backbone's folder nor the
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -55,13 +56,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], str] | None:
     """(backbone config, tokenizer folder) stored in a checkpoint, or None for one written before they were stored.
     The tokenizer's files are written once per checkpoint version to a folder under the temp directory (named by the
-    checkpoint's path, size and mtime), so every process of a run, and the data module, reads the same files."""
+    checkpoint's path, size and mtime), so every process of a run, and the data module, reads the same files; within
+    a process each version is read once (the CLI's tokenizer link and the module both ask)."""
     path = Path(path).resolve()
+    stat = path.stat()
+    return _stored_parts(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _stored_parts(path: Path, size: int, mtime_ns: int) -> tuple[dict[str, Any], str] | None:
     parts = load_checkpoint(path)
     if CONFIG_KEY not in parts:
         return None
-    stat = path.stat()
-    key = hashlib.sha1(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{path}:{size}:{mtime_ns}".encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "muppet-tokenizers" / key
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +125,7 @@ def _heads_of(source: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         heads = torch.load(source / HEADS_FILE, map_location="cpu")
         tasks = json.loads((source / TASKS_FILE).read_text())
         return heads, {t["name"]: t["head"] for t in tasks}
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(source)
     heads = {k[len("heads."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("heads.")}
     hparams = checkpoint.get("hyper_parameters", {})
     from lightning_modules.heads_factory import head_key
