@@ -1,15 +1,20 @@
 """MUPPET pre-finetuning: `python train.py fit --config configs/quickstart.yaml` (see README.md)."""
 
+from __future__ import annotations
+
+import sys
+
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from cli_errors import exit_on_user_error, wants_traceback
 from datamodules.multitask import MultiTaskDataModule
+from lightning_modules.after_fit import EndOfFit, ExportPretrained, FinalEvaluation
 from lightning_modules.backbone import tokenizer_source
+from lightning_modules.checked_trainer import CheckedTrainer
 from lightning_modules.checkpoint_io import AtomicCheckpointIO, LatestCheckpoint, last_checkpoint
-from lightning_modules.export import ExportPretrained
-from lightning_modules.final_evaluation import FinalEvaluation
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.predictions import WritePredictions
 
@@ -25,21 +30,30 @@ class MuppetCLI(LightningCLI):
         parser.link_arguments("seed_everything", "data.seed", compute_fn=sampler_seed)
         parser.link_arguments("data.task_specs", "model.task_specs", apply_on="instantiate")
         # callbacks that are always on, each with its own config section
-        parser.add_lightning_class_args(LatestCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/score", "checkpoint.mode": "max", "checkpoint.save_last": True,
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/score", "checkpoint.mode": "max",
                              "checkpoint.filename": "step{step}-score{val/score:.4f}",
                              "checkpoint.auto_insert_metric_name": False})
+        parser.add_lightning_class_args(LatestCheckpoint, "latest")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
-        parser.add_lightning_class_args(ExportPretrained, "export")
-        # at the end of fit, after the export: the chosen weights evaluated, and predictions (both off by default)
-        parser.add_lightning_class_args(FinalEvaluation, "evaluate")
         parser.add_lightning_class_args(WritePredictions, "predictions")
+        # the end of fit (lightning_modules/after_fit.py), in this order: export, final evaluation, predictions
+        parser.add_class_arguments(ExportPretrained, "export")
+        parser.add_class_arguments(FinalEvaluation, "evaluate")
 
     def before_fit(self) -> None:
         """`--ckpt_path=last`: the newest `last.ckpt` of this logger's earlier runs (the new run logs into a new
-        version folder, where Lightning's own lookup would find nothing)."""
+        version folder, where Lightning's own lookup would find nothing); `data.max_length` capped at what the
+        backbone's position table reads."""
         self._resolve_last("fit")
+        self.datamodule.limit_max_length(self.model.backbone.max_input_length)
+
+    def after_fit(self) -> None:
+        config = self.config_init["fit"]
+        predictions = next((c for c in self.trainer.callbacks if isinstance(c, WritePredictions)), None)
+        EndOfFit(self.trainer, self.model, self.datamodule).run(config.get("export"), config.get("evaluate"),
+                                                                predictions)
 
     def before_validate(self) -> None:
         self._resolve_last("validate")
@@ -66,9 +80,6 @@ TRAINER_DEFAULTS = {
 def main(args: list[str] | None = None) -> MuppetCLI:
     """A mistake in the input ends in `error: <message>` on stderr and exit code 2 before anything is written
     (cli_errors.py); `--traceback` shows the traceback instead."""
-    import sys
-
-    from cli_errors import CheckedTrainer, exit_on_user_error, wants_traceback
     args = None if args is None else list(args)
     with exit_on_user_error(wants_traceback(sys.argv if args is None else args)):
         return MuppetCLI(MuppetModule, MultiTaskDataModule, trainer_class=CheckedTrainer,

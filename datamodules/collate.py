@@ -1,4 +1,4 @@
-"""Rows of many tasks -> one padded batch (the contract in docs/architecture.md, "Collated batch")."""
+"""Rows of many tasks -> one padded batch (the contract in core/batch.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import torch
 from datasets import Dataset
 from torch.utils.data import Dataset as TorchDataset
 
-from datamodules.families import FAMILIES
-
-# what the families' rows carry besides their encoding and label (datamodules/families.py)
-ROW_TARGETS = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.row_targets))
-SEQUENCE_TARGETS = tuple(dict.fromkeys(name for f in FAMILIES.values() for name in f.sequence_targets))
-EVAL_LISTS = {column: key for f in FAMILIES.values() for column, key in f.eval_lists.items()}
+from core.batch import SOURCE_INDEX, BatchKey
+from datamodules.families.base import DataFamily
 
 
 class PaddingBatch(list):
@@ -80,52 +76,62 @@ def pad(sequences: list[list[int]], value: int, multiple_of: int | None = None) 
 
 
 class MultiTaskCollator:
-    """Flattens examples into rows (a multiple-choice example's choices become rows sharing `example_ids`)."""
+    """Examples -> rows -> one padded batch (core/batch.py). An example of a `multi_row` family becomes one row per
+    encoding; each family's own columns are collated by the kind its `BatchKey`s declare."""
 
-    def __init__(self, families: list[str], pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
-        """families: the family name of each task id."""
+    def __init__(self, families: list[DataFamily], pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        """families: the data-side family of each task id."""
         self.families, self.pad_token_id, self.pad_to_multiple_of = families, pad_token_id, pad_to_multiple_of
+        keys: dict[str, BatchKey] = {}
+        for key in (k for f in families for k in f.batch_keys):
+            if keys.setdefault(key.key, key) != key:
+                raise ValueError(f"batch key '{key.key}' is declared twice with different columns or kinds: "
+                                 f"{keys[key.key]} and {key}")
+        self.keys = list(keys.values())
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        seqs, types, task_ids, example_ids, labels, split_index = [], [], [], [], [], []
-        targets: dict[str, list] = {name: [] for name in ROW_TARGETS + SEQUENCE_TARGETS}
-        extras: dict[str, list] = {key: [] for key in EVAL_LISTS.values()}
+        seqs, types, task_ids, example_ids, split_index = [], [], [], [], []
+        values: dict[str, list] = {key.key: [] for key in self.keys}
         for e, ex in enumerate(examples):
-            multiple = FAMILIES[self.families[ex["task_id"]]].row_per_choice
-            choices = ex["input_ids"] if multiple else [ex["input_ids"]]
+            multiple = self.families[ex["task_id"]].multi_row
+            encodings = ex["input_ids"] if multiple else [ex["input_ids"]]
             segments = ex.get("token_type_ids")
-            segments = [None] * len(choices) if segments is None else segments if multiple else [segments]
-            for ids, segment in zip(choices, segments):
+            segments = [None] * len(encodings) if segments is None else segments if multiple else [segments]
+            for ids, segment in zip(encodings, segments):
                 seqs.append(ids)
                 types.append(segment)
                 task_ids.append(ex["task_id"])
                 example_ids.append(e)
-                split_index.append(ex.get("example_index", ex.get("index", -1)))  # span windows: their example's
-                labels.append(float(ex.get("label", 0.0)))  # multiple choice: the correct choice, on every row
-                for name in ROW_TARGETS:
-                    targets[name].append(ex.get(name, 0))
-                for name in SEQUENCE_TARGETS:
-                    targets[name].append(ex.get(name) or [])
-                for column, key in EVAL_LISTS.items():
-                    extras[key].append(ex.get(column))
+                split_index.append(ex.get(SOURCE_INDEX, ex.get("index", -1)))  # rows of an example: its index
+                for key in self.keys:
+                    values[key.key].append(ex.get(key.column))
         input_ids = pad(seqs, self.pad_token_id, self.pad_to_multiple_of)
         batch: dict[str, Any] = {
             "input_ids": input_ids,  # (R, T)
             "attention_mask": (torch.arange(input_ids.shape[1]) < torch.tensor([[len(s)] for s in seqs])).long(),
             "task_ids": torch.tensor(task_ids), "example_ids": torch.tensor(example_ids),
             "split_index": torch.tensor(split_index),  # (R,) the example's index in its split (predictions)
-            "labels": torch.tensor(labels),
-            **{name: torch.tensor(targets[name]) for name in ROW_TARGETS},  # (R,), 0 on other families' rows
         }
         if any(t is not None for t in types):  # BERT-family segment ids; tokenizers like RoBERTa's make none
             batch["token_type_ids"] = torch.zeros_like(input_ids)  # (R, T), padded with 0
             for row, segment in enumerate(types):
                 batch["token_type_ids"][row, :len(segment or [])] = torch.as_tensor(segment or [], dtype=torch.long)
-        for name in SEQUENCE_TARGETS:
-            if any(targets[name]):
-                batch[name] = pad([t or [-100] for t in targets[name]], -100)  # (R, L)
-        if any(v is not None for values in extras.values() for v in values):
-            batch.update(extras)
+        for key in self.keys:
+            column = values[key.key]
+            if all(v is None for v in column):
+                continue
+            if key.kind in ("row_float", "row_long"):  # (R,), 0 on other families' rows
+                dtype = torch.float if key.kind == "row_float" else torch.long
+                batch[key.key] = torch.tensor([0 if v is None else v for v in column], dtype=dtype)
+            elif key.kind == "sequence":  # (R, L)
+                batch[key.key] = pad([v or [-100] for v in column], -100, self.pad_to_multiple_of)
+            elif key.kind == "token":  # (R, T), aligned with input_ids
+                aligned = torch.full_like(input_ids, -100)
+                for row, v in enumerate(column):
+                    aligned[row, :len(v or [])] = torch.as_tensor(v or [], dtype=torch.long)
+                batch[key.key] = aligned
+            else:  # list
+                batch[key.key] = column
         if any(ex.get("is_padding") for ex in examples):  # a filler evaluation batch (PaddingBatch)
             batch["is_padding"] = True
         return batch

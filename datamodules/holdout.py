@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from datasets import Dataset
 
-from datamodules.catalogue import TaskSpec
-from datamodules.validation import DataValidationError
+from core.task_spec import TaskSpec
+from core.errors import DataValidationError
 
 
 def holdout_rows(num_rows: int, size: int | float, seed: int) -> np.ndarray:

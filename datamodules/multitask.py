@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -12,19 +12,27 @@ from datasets import Dataset, load_dataset
 from datasets.fingerprint import Hasher
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer
 
-from datamodules.answers import locate_answers
-from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue, TaskSpec
+from jsonargparse.typing import PositiveInt
+
+from core.batch import ROWS, SOURCE_INDEX
+from core.errors import OptionError
+from core.handoff import DataHandoff
+from core.pretrained import load_tokenizer
+from core.task_spec import TaskSpec
+from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
+from datamodules.families import FAMILIES
 from datamodules.holdout import carve
 from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
-from datamodules.sampler import BATCHING, STRATEGIES, MultiTaskBatchSampler
+from datamodules.sampler import MultiTaskBatchSampler, target_proportions
+from datamodules.source_errors import check_text, load_error
 from datamodules.subset import check_subset, train_subset
-from datamodules.validation import DataValidationError, validate_split
+from datamodules.validation import validate_split
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "muppet")
+DATA_ROOT_ENV = "MUPPET_DATA_ROOT"
 
 
 class MultiTaskDataModule(L.LightningDataModule):
@@ -33,24 +41,25 @@ class MultiTaskDataModule(L.LightningDataModule):
         tasks: str | list[str] = "quickstart",
         tokenizer: str = "roberta-base",
         catalogue: list[str] | None = None,
-        batch_size: int = 32,
-        max_tokens: int | None = None,
-        sampling: str = "proportional",
+        data_root: str | None = None,
+        batch_size: PositiveInt = 32,
+        max_tokens: PositiveInt | None = None,
+        sampling: Literal["proportional", "temperature", "uniform"] = "proportional",
         temperature: float = 2.0,
         max_examples_per_task: int | None = None,
         train_fraction: float | None = None,
         train_examples: int | None = None,
         epoch_size: int | None = None,
         homogeneous_batches: bool = False,
-        batching: str | None = None,
+        batching: Literal["mixed", "task_per_batch", "task_per_update"] | None = None,
         group_by_length: bool = True,
-        group_pool_size: int = 4096,
-        max_length: int = 256,
-        max_target_length: int = 64,
+        group_pool_size: PositiveInt = 4096,
+        max_length: PositiveInt = 256,
+        max_target_length: PositiveInt = 64,
         doc_stride: int = 64,
-        max_eval_examples: int | None = None,
-        eval_batch_size: int | None = None,
-        pad_to_multiple_of: int | None = None,
+        max_eval_examples: PositiveInt | None = None,
+        eval_batch_size: PositiveInt | None = None,
+        pad_to_multiple_of: PositiveInt | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str = DEFAULT_CACHE,
@@ -61,6 +70,9 @@ class MultiTaskDataModule(L.LightningDataModule):
             tasks: task names, family names and/or mixture names from the catalogue (e.g. `muppet`, `glue`, `rte`).
             tokenizer: hub id or local folder of the tokenizer (linked from the model's backbone by train.py).
             catalogue: YAML files or folders of task entries; default `configs/tasks`.
+            data_root: folder of local copies of public datasets (e.g. `<root>/mrpc/train.jsonl`); entries with a
+                `local` section are then read from it. Default: the environment variable MUPPET_DATA_ROOT, else none
+                (hub sources).
             batch_size: examples per training batch (when `max_tokens` is not set).
             max_tokens: token budget per batch (rows x longest row, padding included); overrides `batch_size`.
             sampling: which task each example comes from: `proportional` (dataset sizes), `temperature`, `uniform`.
@@ -89,15 +101,16 @@ class MultiTaskDataModule(L.LightningDataModule):
             seed: seed of the task sampler (the mixture and order are a function of seed and epoch).
         """
         super().__init__()
-        if sampling not in STRATEGIES:
-            raise ValueError(f"data.sampling is '{sampling}'; expected one of {list(STRATEGIES)}")
-        if batching is not None and batching not in BATCHING:
-            raise ValueError(f"data.batching is '{batching}'; expected one of {list(BATCHING)}")
         check_subset(train_fraction, train_examples)
+        for option, value in (("batch_size", batch_size), ("max_length", max_length),
+                              ("eval_batch_size", eval_batch_size), ("max_tokens", max_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise OptionError(f"data.{option}", f"must be an integer >= 1, got {value!r}")
+        data_root = data_root or os.environ.get(DATA_ROOT_ENV) or None
         # the tokenizer is the model's (linked by train.py): logged once, with the model's hyperparameters
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer_name = tokenizer
-        self.specs: list[TaskSpec] = Catalogue.load(catalogue or [DEFAULT_CATALOGUE]).select(tasks)
+        self.specs: list[TaskSpec] = Catalogue.load(catalogue or [DEFAULT_CATALOGUE], data_root).select(tasks)
         self.lengths = Lengths(max_length, max_target_length, doc_stride)
         self._tokenizer = None
         self.train_set: MultiTaskDataset | None = None
@@ -105,6 +118,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.sampler: MultiTaskBatchSampler | None = None
         self._resume: dict[str, int] | None = None
         self._lengths: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+        self._prepared = False
 
     # ---- what the model needs to know ----------------------------------------------------------------------------
     @property
@@ -115,25 +129,32 @@ class MultiTaskDataModule(L.LightningDataModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+            self._tokenizer = load_tokenizer(self.tokenizer_name)
             if not self._tokenizer.is_fast:
-                raise ValueError(f"data.tokenizer '{self.tokenizer_name}' has no fast tokenizer (needed for offsets)")
+                raise OptionError("data.tokenizer", f"'{self.tokenizer_name}' has no fast tokenizer (needed for "
+                                                    f"offsets)")
         return self._tokenizer
 
     # ---- load, validate, preprocess ------------------------------------------------------------------------------
-    def _raw(self, spec: TaskSpec, split: str) -> Dataset:
-        from datamodules.source_errors import check_text, load_error
+    def limit_max_length(self, limit: int) -> None:
+        """Cap `max_length` at what the backbone can read (its position table), with a warning; called by train.py
+        before anything is loaded."""
+        if self.lengths.max_length > limit:
+            rank_zero_warn(f"data.max_length {self.lengths.max_length} is beyond the backbone's {limit} positions: "
+                           f"using {limit}", category=UserWarning)
+            self.hparams.max_length = limit
+            self.lengths = Lengths(limit, self.lengths.max_target_length, self.lengths.doc_stride)
+
+    def raw_split(self, spec: TaskSpec, split: str) -> Dataset:
+        """A task's raw split as the data module reads it: loaded, checked for encoding, carved, prepared by its
+        family, subset and capped (what prediction lines are joined back to)."""
         try:
             dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
         except Exception as error:  # noqa: BLE001 - named by task, split, and for local files the file and line
             raise load_error(spec, split, error) from error
         check_text(spec, split, dataset)
         dataset = carve(dataset, spec, split)  # catalogue field validation_from_train
-        dataset = locate_answers(dataset, spec)  # catalogue field locate_answers
-        if spec.skip_labels:  # e.g. SNLI's -1 = no gold label
-            skip = set(spec.skip_labels)
-            dataset = dataset.filter(lambda labels: [v not in skip for v in labels], input_columns=spec.label,
-                                     batched=True, desc=f"skip labels {sorted(skip)} of {spec.name}/{split}")
+        dataset = FAMILIES[spec.family].prepare_raw(spec, dataset, split)  # e.g. skip_labels, locate_answers
         if split == "train":  # data.train_fraction / data.train_examples, drawn from the (carved) train rows
             dataset = train_subset(dataset, self.hparams.train_fraction, self.hparams.train_examples,
                                    self.hparams.seed, spec.name)
@@ -141,7 +162,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         return dataset.select(range(min(cap, len(dataset)))) if cap else dataset
 
     def _preprocessed(self, spec: TaskSpec, split: str, raw: Dataset | None = None) -> Dataset:
-        raw = raw if raw is not None else self._raw(spec, split)
+        raw = raw if raw is not None else self.raw_split(spec, split)
         for_eval = split != "train"
         key = Hasher.hash([raw._fingerprint, *cache_key_parts(spec, self.tokenizer, self.lengths, for_eval)])
         path = Path(self.hparams.cache_dir) / spec.name / f"{split}-{key}.arrow"
@@ -156,11 +177,14 @@ class MultiTaskDataModule(L.LightningDataModule):
                 "predict": ["predict"]}.get(stage or "fit", ["train", "validation"])
 
     def prepare_data(self) -> None:
-        """Runs on one process per node: load and check every split first, then tokenize into the cache."""
+        """Runs on one process per node: load and check every split first, then tokenize into the cache (once per
+        process: a `validate`/`test`/`predict` after `fit` finds it done)."""
+        if self._prepared:
+            return
         raws = {}
         for spec in self.specs:
             for split in spec.splits:
-                raws[spec.name, split] = raw = self._raw(spec, split)
+                raws[spec.name, split] = raw = self.raw_split(spec, split)
                 validate_split(spec, split, raw)
         rows = []
         for spec in self.specs:
@@ -169,6 +193,7 @@ class MultiTaskDataModule(L.LightningDataModule):
             rows.append(f"  {spec.name:<28} {spec.family:<16} train {len(raws[spec.name, 'train']):>9,}  "
                         f"validation {len(raws[spec.name, 'validation']):>7,}")
         rank_zero_info(f"{len(self.specs)} task(s) selected:\n" + "\n".join(rows))
+        self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         splits = self._splits(stage)
@@ -184,7 +209,7 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     # ---- loaders -------------------------------------------------------------------------------------------------
     def _collator(self) -> MultiTaskCollator:
-        return MultiTaskCollator([s.family for s in self.specs], self.tokenizer.pad_token_id,
+        return MultiTaskCollator([FAMILIES[s.family] for s in self.specs], self.tokenizer.pad_token_id,
                                  self.hparams.pad_to_multiple_of)
 
     def _world(self) -> tuple[int, int]:
@@ -198,7 +223,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                 return np.asarray(ds.with_format("numpy", columns=[name])[:][name], dtype=np.int64)
             datasets = self.train_set.datasets
             self._lengths = ([column(ds, "length") for ds in datasets],
-                             [column(ds, "rows") if "rows" in ds.column_names else np.ones(len(ds), dtype=np.int64)
+                             [column(ds, ROWS) if ROWS in ds.column_names else np.ones(len(ds), dtype=np.int64)
                               for ds in datasets])
         return self._lengths
 
@@ -235,28 +260,30 @@ class MultiTaskDataModule(L.LightningDataModule):
         for task_id, (spec, dataset) in enumerate(zip(self.specs, self.eval_sets[split])):
             if dataset is None:
                 continue
-            # rows of one example (span-QA windows) carry its `example_index` and stay in one batch
-            groups = (dataset.select_columns(["example_index"])[:]["example_index"]  # one read, not one per row
-                      if "example_index" in dataset.column_names else None)
+            # rows of one example (span-QA windows) carry its index and stay in one batch
+            groups = (dataset.select_columns([SOURCE_INDEX])[:][SOURCE_INDEX]  # one read, not one per row
+                      if SOURCE_INDEX in dataset.column_names else None)
             sampler = EvalBatchSampler(len(dataset), self.hparams.eval_batch_size or self.hparams.batch_size,
                                        groups, world_size, rank)
             loaders.append(DataLoader(MultiTaskDataset([dataset], [task_id]), batch_sampler=sampler,
                                       collate_fn=self._collator(), num_workers=self.hparams.num_workers))
         return loaders
 
-    def label_statistics(self) -> dict[int, tuple[float, float, int]]:
-        """(mean, standard deviation, count) of each regression task's training labels, read as one Arrow column
-        (no pass over the data); the model normalises regression targets with them (MuppetModule.setup)."""
-        stats = {}
-        for task, (spec, dataset) in enumerate(zip(self.specs, self.train_set.datasets if self.train_set else [])):
-            if spec.is_regression:
-                labels = dataset.with_format("numpy", columns=["label"])[:]["label"].astype("float64")
-                stats[task] = (float(labels.mean()), float(labels.std()), len(labels))
-        return stats
-
-    def eval_task_ids(self, split: str = "validation") -> list[int]:
-        """Task id of each evaluation dataloader (dataloader_idx -> task id)."""
-        return [t for t, ds in enumerate(self.eval_sets.get(split, [])) if ds is not None]
+    def handoff(self) -> DataHandoff:
+        """What the model needs from the loaded data (core/handoff.py), after `setup("fit")`: each task's training
+        statistics from its family, the sampler's target proportions, the evaluation batch size."""
+        statistics = {}
+        for spec, dataset in zip(self.specs, self.train_set.datasets if self.train_set else []):
+            stats = FAMILIES[spec.family].train_statistics(spec, dataset)
+            if stats is not None:
+                statistics[spec.name] = stats
+        proportions = {}
+        if self.train_set is not None:
+            caps = [s.max_train_examples or self.hparams.max_examples_per_task for s in self.specs]
+            sizes = [min(len(ds), cap) if cap else len(ds) for ds, cap in zip(self.train_set.datasets, caps)]
+            shares = target_proportions(sizes, self.hparams.sampling, self.hparams.temperature)
+            proportions = {s.name: float(p) for s, p in zip(self.specs, shares)}
+        return DataHandoff(statistics, proportions, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("validation")

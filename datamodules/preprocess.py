@@ -1,30 +1,23 @@
-"""Tokenization of a task's split: the family's batched `preprocess(examples, indices)` (datamodules/families.py), run
+"""Tokenization of a task's split: the family's batched `preprocess(examples, indices)` (datamodules/families/), run
 under `dataset.map(batched=True, with_indices=True)` with a fast tokenizer, and what its cached output depends on.
 
 Every family writes `input_ids` (and `token_type_ids` when the tokenizer returns them: BERT-family segment ids, kept
-as run_glue keeps the whole encoding) and `length` (tokens the example costs in a batch; a multiple-choice example
-counts all of its choices, and also writes `rows`, its number of choices). Family targets follow docs/architecture.md
-("Preprocessed columns").
+as run_glue keeps the whole encoding) and `length` (tokens the example costs in a batch; a family with several rows
+per example counts all of them and also writes `rows`). Each family's own columns are its batch keys.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from transformers import PreTrainedTokenizerBase
 
-from datamodules.catalogue import TaskSpec
+from core.task_spec import TaskSpec
 from datamodules.families import FAMILIES
+from datamodules.families.base import Lengths
 
-PREPROCESS_VERSION = 3  # bump when the output of a preprocess function changes: it invalidates the cache
-
-
-@dataclass(frozen=True)
-class Lengths:
-    max_length: int = 256  # encoder tokens per row
-    max_target_length: int = 64  # summary tokens
-    doc_stride: int = 64  # overlap between span-QA windows
+PREPROCESS_VERSION = 4  # bump when the output of a preprocess function changes: it invalidates the cache
+__all__ = ["Lengths", "cache_key_parts", "make_preprocess"]
 
 
 def make_preprocess(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengths: Lengths, for_eval: bool) -> Callable:

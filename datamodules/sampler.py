@@ -16,6 +16,8 @@ from typing import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from core.errors import OptionError
+
 STRATEGIES = ("proportional", "temperature", "uniform")
 # mixed: every batch mixes tasks; task_per_batch: one task per micro-batch, many tasks per update through ranks and
 # accumulation (the paper's scheme); task_per_update: every micro-batch of an update from one task (ablation)
@@ -25,7 +27,7 @@ BATCHING = ("mixed", "task_per_batch", "task_per_update")
 def target_proportions(sizes: list[int], strategy: str, temperature: float = 2.0) -> np.ndarray:
     """p(task): proportional ~ size, temperature ~ size^(1/T), uniform ~ 1."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"data.sampling is '{strategy}'; expected one of {list(STRATEGIES)}")
+        raise OptionError("data.sampling", f"data.sampling is '{strategy}'; expected one of {list(STRATEGIES)}")
     sizes_arr = np.asarray(sizes, dtype=np.float64)
     weights = {"proportional": sizes_arr, "temperature": sizes_arr ** (1.0 / temperature),
                "uniform": np.ones_like(sizes_arr)}[strategy]
@@ -54,7 +56,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         `task_per_update`)."""
         batching = batching or ("task_per_batch" if homogeneous else "mixed")
         if batching not in BATCHING:
-            raise ValueError(f"data.batching is '{batching}'; expected one of {list(BATCHING)}")
+            raise OptionError("data.batching", f"data.batching is '{batching}'; expected one of {list(BATCHING)}")
         self.lengths = [np.asarray(x, dtype=np.int64) for x in lengths]
         self.rows = [np.asarray(r, dtype=np.int64) for r in rows] if rows else [np.ones_like(x) for x in self.lengths]
         self.sizes = [len(x) for x in self.lengths]

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset
 
-from datamodules.catalogue import TaskSpec
-from datamodules.validation import DataValidationError
+from core.task_spec import TaskSpec
+from core.errors import DataValidationError
 
 FORMATS = {".json": "json", ".jsonl": "json", ".ndjson": "json", ".csv": "csv", ".tsv": "csv", ".txt": "text",
            ".parquet": "parquet"}

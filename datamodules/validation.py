@@ -1,18 +1,16 @@
 """Checks of a task's raw split before anything is tokenized or written: errors name the task, split and field,
-and for bad rows how many there are and the first index."""
+and for bad rows how many there are and the first index. What a good row is, the task's family says."""
 
 from __future__ import annotations
 
 from datasets import Dataset
 
-from datamodules.catalogue import TaskSpec
-from datamodules.families import FAMILIES, column, texts_bad
+from core.errors import DataValidationError
+from core.task_spec import TaskSpec
+from datamodules.families import FAMILIES
 
 CHECK_BATCH = 10_000
-
-
-class DataValidationError(ValueError):
-    """A split that cannot be trained on."""
+__all__ = ["DataValidationError", "validate_split"]
 
 
 def validate_split(spec: TaskSpec, split: str, dataset: Dataset) -> None:
@@ -22,8 +20,9 @@ def validate_split(spec: TaskSpec, split: str, dataset: Dataset) -> None:
     missing = sorted({c.split(".")[0] for c in spec.columns()} - set(dataset.column_names))
     if missing:
         raise DataValidationError(f"{where}: missing column(s) {missing}; the data has {dataset.column_names}")
-    checks = {name: (lambda b, n=name: texts_bad(column(b, n))) for name in spec.inputs}
-    checks |= FAMILIES[spec.family].checks(spec)
+    family = FAMILIES[spec.family]
+    inputs = family.input_checks(spec)
+    checks = {**inputs, **family.target_checks(spec)}
     roots = sorted({c.split(".")[0] for c in spec.columns()})
     bad_counts = {name: 0 for name in checks}
     first_bad: dict[str, int] = {}
@@ -36,6 +35,6 @@ def validate_split(spec: TaskSpec, split: str, dataset: Dataset) -> None:
                 first_bad[name] = offset + flags.index(True)
     for name, count in bad_counts.items():
         if count:
-            problem = "null or not text" if name in spec.inputs else FAMILIES[spec.family].problem
+            problem = family.input_problem(spec) if name in inputs else family.problem
             raise DataValidationError(f"{where}: field '{name}' is {problem} in {count} row(s), first at index "
                                       f"{first_bad[name]}")

@@ -2,39 +2,40 @@
 
 A head reads the backbone's output for its rows of a mixed batch and returns logits (`forward`), and from them:
 - `example_losses`: one raw loss per example and the loss a chance-level prediction of that example costs (log n
-  over n classes, choices, positions or vocabulary entries; the target variance for regression). Loss scaling
+  over n classes, choices, positions, tags or vocabulary entries; the target variance for regression). Loss scaling
   divides the first by the second, so every task starts at about 1;
 - `distributions`: logits whose softmax is a prediction (R3F compares them under input noise);
-- `predict`: one JSON-ready prediction per example (what `predict` returns);
-- `make_metrics` and `update_metrics`: the task's metrics, fed from its predictions and the gold in the batch.
-A new family is one head file here, registered in lightning_modules/heads_factory.py, plus its data-side entry in
-datamodules/families.py.
+- `predict`: one JSON-ready prediction per example (what `predict` writes);
+- `make_metrics` and `update_metrics`: the task's metrics, fed from its predictions and the gold in the batch;
+- `use_train_statistics`: what its family's data side computed from the training split (regression: mean, std).
+A family is one head file here (registered in heads/registry.py) plus its data side in datamodules/families/.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from lightning_modules.metrics import TaskMetrics
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from datamodules.catalogue import TaskSpec
+from core.batch import BackboneOutput
+from core.metrics import TaskMetrics
+from core.task_spec import TaskSpec
 
 MASKED = -1e4  # logit of positions a head must not pick (finite, so KL terms and bf16 stay well-defined)
+__all__ = ["MASKED", "BackboneOutput", "Decoding", "Head", "HeadContext"]
 
 
-@dataclass
-class BackboneOutput:
-    hidden: torch.Tensor  # (R, T, H) token states: encoder output, or BART's decoder reading the same tokens
-    pooled: torch.Tensor  # (R, H) per `model.pooling`: first token, masked mean, the model's pooler or the final EOS
-    lm_logits: torch.Tensor | None = None  # (R_lm, L, V) rows of generative heads only, in batch order
-    lm_rows: torch.Tensor | None = None  # (R_lm,) the batch rows `lm_logits` belongs to (ascending)
+@dataclass(frozen=True)
+class HeadContext:
+    """What building a head may need to know about the model."""
+
+    hidden_size: int
+    vocab_size: int
+    is_encoder_decoder: bool
+    dropout: float = 0.1  # inside classification-style heads
+    label_smoothing: float = 0.1  # of generative heads' cross-entropy
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Decoding:
     """What turning a task's logits into predictions may need besides the batch."""
 
     spec: TaskSpec  # the task (a shared head serves several)
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: Any  # PreTrainedTokenizerBase
     generate: Callable[[dict, torch.Tensor], torch.Tensor]  # (batch, rows) -> generated token ids (R_t, L)
     max_answer_length: int = 30  # longest extracted answer, in tokens
 
@@ -67,10 +68,16 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def make_metrics(self, spec: TaskSpec) -> TaskMetrics:
-        return TaskMetrics(spec.metrics)
+        raise NotImplementedError
 
     def update_metrics(self, metrics: TaskMetrics, logits: torch.Tensor, batch: dict, rows: torch.Tensor,
                        decoding: Decoding) -> None:
         """Score this batch's predictions for the task against the gold in the batch."""
         raise NotImplementedError
 
+    def use_train_statistics(self, statistics: dict[str, Any]) -> None:
+        """What the task's family computed from its training split (core/handoff.py); default: nothing to use."""
+
+    def decoder_targets(self, batch: dict) -> torch.Tensor | None:
+        """Generative heads: (R, L) target ids the decoder reads (shifted) for their rows; None for others."""
+        return None

@@ -1,16 +1,19 @@
-"""Sentence / sentence-pair classification (cross-entropy) and regression (MSE on normalised targets), one head per
-task."""
+"""Sentence / sentence-pair classification (cross-entropy), one head per task; its regression variant (`num_labels:
+1`, MSE on normalised targets) lives here too. Data side: datamodules/families/classification.py."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import BackboneOutput, Head
-from lightning_modules.metrics import TaskMetrics
+from core.batch import BackboneOutput
+from core.metrics import label_metrics, update_label_metrics
+from core.task_spec import TaskSpec
+from heads.base import Head, HeadContext
 
 
 class ClassificationHead(Head):
@@ -35,10 +38,10 @@ class ClassificationHead(Head):
         return [{"label": int(p.argmax()), "probabilities": p.tolist()} for p in probabilities.cpu()]
 
     def make_metrics(self, spec):
-        return TaskMetrics(spec.metrics, max(2, self.num_labels))
+        return label_metrics(spec.metrics, max(2, self.num_labels))
 
     def update_metrics(self, metrics, logits, batch, rows, decoding):
-        metrics.update_labels(logits.argmax(-1), batch["labels"][rows])
+        update_label_metrics(metrics, logits.argmax(-1), batch["labels"][rows])
 
 
 class RegressionHead(ClassificationHead):
@@ -53,8 +56,13 @@ class RegressionHead(ClassificationHead):
         self.register_buffer("label_std", torch.ones(()))
         self.register_buffer("label_count", torch.zeros((), dtype=torch.long))  # 0: not set from data yet
 
+    def use_train_statistics(self, statistics: dict[str, Any]) -> None:
+        """The training targets' mean, (population) standard deviation and count; a head that has them already (from
+        `init_from` or a resumed checkpoint) keeps its own."""
+        if int(self.label_count) == 0:
+            self.set_label_statistics(statistics["mean"], statistics["std"], statistics["count"])
+
     def set_label_statistics(self, mean: float, std: float, count: int) -> None:
-        """The training targets' mean, (population) standard deviation and count."""
         self.label_mean.fill_(mean)
         self.label_std.fill_(std if std > 0 else 1.0)
         self.label_count.fill_(count)
@@ -73,4 +81,10 @@ class RegressionHead(ClassificationHead):
         return self.scores(logits).tolist()
 
     def update_metrics(self, metrics, logits, batch, rows, decoding):
-        metrics.update_labels(self.scores(logits), batch["labels"][rows])
+        update_label_metrics(metrics, self.scores(logits), batch["labels"][rows])
+
+
+def build(spec: TaskSpec, context: HeadContext) -> Head:
+    if spec.fields.is_regression:
+        return RegressionHead(context.hidden_size, context.dropout)
+    return ClassificationHead(context.hidden_size, spec.fields.num_labels, context.dropout)

@@ -1,4 +1,5 @@
-"""Multiple choice: score every (context, choice) row, softmax over the choices of each example."""
+"""Multiple choice: score every (context, choice) row, softmax over the choices of each example; one scorer shared
+by the family by default. Data side: datamodules/families/multiple_choice.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import MASKED, BackboneOutput, Head
+from core.batch import BackboneOutput
+from core.metrics import label_metrics, update_label_metrics
+from core.task_spec import TaskSpec
+from heads.base import MASKED, Head, HeadContext
 
 
 def group_rows(scores: torch.Tensor, example_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,5 +47,12 @@ class MultipleChoiceHead(Head):
         """The chosen choice's index per example."""
         return logits.argmax(-1).tolist()
 
+    def make_metrics(self, spec):
+        return label_metrics(spec.metrics, 2)
+
     def update_metrics(self, metrics, logits, batch, rows, decoding):
-        metrics.update_labels(logits.argmax(-1), correct_choices(batch, rows)[0])
+        update_label_metrics(metrics, logits.argmax(-1), correct_choices(batch, rows)[0])
+
+
+def build(spec: TaskSpec, context: HeadContext) -> Head:
+    return MultipleChoiceHead(context.hidden_size, context.dropout)

@@ -1,5 +1,6 @@
 """Extractive QA: start/end logits over each row's input positions; answers decoded per example across its windows,
-with a maximum answer length and SQuAD v2's no-answer option (the `<s>`/`[CLS]` position)."""
+with a maximum answer length and SQuAD v2's no-answer option (the `<s>`/`[CLS]` position). Data side:
+datamodules/families/span.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import MASKED, BackboneOutput, Head
+from core.batch import BackboneOutput
+from core.metrics import SquadScore, TaskMetrics
+from core.task_spec import TaskSpec
+from heads.base import MASKED, Head, HeadContext
 
 
 class SpanHead(Head):
@@ -32,12 +36,21 @@ class SpanHead(Head):
         picked = rows.tolist()
         answers = decode_answers(logits, [batch["example_index"][r] for r in picked],
                                  [batch["offsets"][r] for r in picked], [batch["contexts"][r] for r in picked],
-                                 decoding.spec.allow_no_answer, decoding.max_answer_length)
+                                 decoding.spec.fields.allow_no_answer, decoding.max_answer_length)
         return list(answers.values())
+
+    def make_metrics(self, spec):
+        return TaskMetrics({name: SquadScore(name) for name in spec.metrics})
 
     def update_metrics(self, metrics, logits, batch, rows, decoding):
         golds = {batch["example_index"][r]: batch["gold_answers"][r] for r in rows.tolist()}
-        metrics.update_answers(self.predict(logits, batch, rows, decoding), list(golds.values()))
+        predictions = self.predict(logits, batch, rows, decoding)
+        for metric in metrics.metrics.values():
+            metric.update(predictions, list(golds.values()))
+
+
+def build(spec: TaskSpec, context: HeadContext) -> Head:
+    return SpanHead(context.hidden_size)
 
 
 def decode_answers(logits: torch.Tensor, example_ids: list[int], offsets: list, contexts: list[str],

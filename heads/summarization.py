@@ -1,5 +1,5 @@
 """Summarization: BART's decoder and LM head (logits come from the backbone), label-smoothed cross-entropy per
-target token; predictions are generated (beam search)."""
+target token; predictions are generated (beam search). Data side: datamodules/families/summarization.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from heads.base import BackboneOutput, Head
+from core.batch import BackboneOutput
+from core.metrics import Rouge, TaskMetrics
+from core.task_spec import TaskSpec
+from heads.base import Head, HeadContext
 
 
 class SummarizationHead(Head):
@@ -35,8 +38,20 @@ class SummarizationHead(Head):
         """The generated summary per example."""
         return decoding.tokenizer.batch_decode(decoding.generate(batch, rows), skip_special_tokens=True)
 
+    def decoder_targets(self, batch):
+        return batch["target_ids"]
+
+    def make_metrics(self, spec):
+        return TaskMetrics({name: Rouge(name) for name in spec.metrics})
+
     def update_metrics(self, metrics, logits, batch, rows, decoding):
         tokenizer, targets = decoding.tokenizer, batch["target_ids"][rows]
         references = tokenizer.batch_decode(targets.masked_fill(targets == -100, tokenizer.pad_token_id),
                                             skip_special_tokens=True)
-        metrics.update_texts(self.predict(logits, batch, rows, decoding), references)
+        predictions = self.predict(logits, batch, rows, decoding)
+        for metric in metrics.metrics.values():
+            metric.update(predictions, references)
+
+
+def build(spec: TaskSpec, context: HeadContext) -> Head:
+    return SummarizationHead(context.vocab_size, context.label_smoothing)

@@ -8,14 +8,20 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 from transformers.utils import cached_file
 
-from heads.base import BackboneOutput
+from core.batch import BackboneOutput
+from core.errors import OptionError
+from core.pretrained import load_pretrained
+from lightning_modules.checkpoint_files import checkpoint_parts
+
+Pooling = Literal["auto", "first", "mean", "pooler", "eos"]
 
 
 def tokenizer_source(backbone: str | None, tokenizer: str | None, init_from: str | None) -> str | None:
@@ -26,7 +32,6 @@ def tokenizer_source(backbone: str | None, tokenizer: str | None, init_from: str
     if init_from and Path(init_from).is_dir():
         return init_from
     if init_from and Path(init_from).is_file():
-        from lightning_modules.export import checkpoint_parts
         parts = checkpoint_parts(init_from)
         if parts is not None:
             return parts[1]
@@ -38,15 +43,17 @@ def build_backbone(name_or_path: str, config: dict[str, Any] | None, tokenizer: 
     """`from_pretrained(name_or_path)`, or a randomly initialised model from `config` (keys of the model's config
     class plus `model_type`); special-token ids and vocabulary size then come from the tokenizer."""
     if config is None:
-        model_config = AutoConfig.from_pretrained(name_or_path)
+        if not name_or_path:
+            raise OptionError("model.backbone", "is not set (give a hub id or folder, or model.backbone_config)")
+        model_config = load_pretrained(lambda: AutoConfig.from_pretrained(name_or_path), "backbone", name_or_path,
+                                       "model.backbone")
         auto = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModel
-        return auto.from_pretrained(name_or_path)
-    from transformers import CONFIG_MAPPING
+        return load_pretrained(lambda: auto.from_pretrained(name_or_path), "backbone", name_or_path, "model.backbone")
     config = dict(config)
     model_type = config.pop("model_type", None)
     if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"model.backbone_config.model_type is {model_type!r}; expected a transformers model type "
-                         "such as roberta, bert, deberta-v2 or bart")
+        raise OptionError("model.backbone_config.model_type", f"model.backbone_config.model_type is {model_type!r}; "
+                          "expected a transformers model type such as roberta, bert, deberta-v2 or bart")
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
            "bos_token_id": tokenizer.bos_token_id or tokenizer.cls_token_id,
            "eos_token_id": tokenizer.eos_token_id or tokenizer.sep_token_id}
@@ -58,7 +65,7 @@ def build_backbone(name_or_path: str, config: dict[str, Any] | None, tokenizer: 
             return AutoModelForSeq2SeqLM.from_config(model_config)
         return AutoModel.from_config(model_config)
     except (ValueError, TypeError) as error:  # values that do not fit together, e.g. heads not dividing the size
-        raise ValueError(f"model.backbone_config: {str(error).strip().splitlines()[0]}") from error
+        raise OptionError("model.backbone_config", str(error).strip().splitlines()[0]) from error
 
 
 def shift_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> torch.Tensor:
@@ -68,7 +75,6 @@ def shift_right(ids: torch.Tensor, pad_token_id: int, start_token_id: int) -> to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-POOLINGS = ("auto", "first", "mean", "pooler", "eos")
 
 
 def sentence_transformers_pooling(source: str | None) -> str | None:
@@ -95,21 +101,20 @@ def resolve_pooling(pooling: str, model: PreTrainedModel, source: str | None) ->
     """`auto` -> the pooling the checkpoint was trained with: the one a MUPPET export recorded (`muppet_pooling` in
     its config.json), a sentence-transformers checkpoint's (MiniLM, all-mpnet, ...: mean), else `eos` for
     encoder-decoders and `first` for encoders. Other values are checked against the model."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"model.pooling is '{pooling}'; expected one of {list(POOLINGS)}")
     encoder_decoder = bool(model.config.is_encoder_decoder)
     if pooling == "auto":
         pooling = getattr(model.config, "muppet_pooling", None) or sentence_transformers_pooling(source) \
             or ("eos" if encoder_decoder else "first")
     name = type(model).__name__
     if pooling == "pooler" and (encoder_decoder or getattr(model, "pooler", None) is None):
-        raise ValueError(f"model.pooling=pooler: the backbone ({name}) has no pooler of its own; use first or mean")
+        raise OptionError("model.pooling", f"model.pooling=pooler: the backbone ({name}) has no pooler of its own; "
+                                           f"use first or mean")
     if pooling == "first" and encoder_decoder:
-        raise ValueError(f"model.pooling=first: the decoder of {name} is causal, its first state sees only the start "
-                         f"token; use eos or mean")
+        raise OptionError("model.pooling", f"model.pooling=first: the decoder of {name} is causal, its first state "
+                                           f"sees only the start token; use eos or mean")
     if pooling == "eos" and not encoder_decoder:
-        raise ValueError(f"model.pooling=eos is for encoder-decoders (BART); {name} is an encoder: use first, mean "
-                         f"or pooler")
+        raise OptionError("model.pooling", f"model.pooling=eos is for encoder-decoders (BART); {name} is an encoder: "
+                                           f"use first, mean or pooler")
     return pooling
 
 
@@ -139,8 +144,19 @@ class Backbone(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
+    @property
+    def max_input_length(self) -> int:
+        """Tokens per row the position table can read (RoBERTa-style embeddings reserve `padding_idx + 1` slots)."""
+        positions = getattr(self.config, "max_position_embeddings", None) or 10 ** 9
+        embeddings = getattr(self.model, "embeddings", None)
+        padding_idx = getattr(embeddings, "padding_idx", None) if embeddings is not None else None
+        return positions - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
+
     def forward(self, batch: dict, lm_rows: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None) -> BackboneOutput:
+                inputs_embeds: torch.Tensor | None = None,
+                decoder_targets: torch.Tensor | None = None) -> BackboneOutput:
+        """decoder_targets: (R, L) target ids of the rows in `lm_rows` (generative heads), which the decoder reads
+        shifted right and the LM head scores."""
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         embeds = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": input_ids}
         if not self.is_encoder_decoder:
@@ -151,7 +167,7 @@ class Backbone(nn.Module):
             pooled = {"first": lambda: hidden[:, 0], "mean": lambda: masked_mean(hidden, mask),
                       "pooler": lambda: outputs.pooler_output}[self.pooling]()
             return BackboneOutput(hidden=hidden, pooled=pooled)
-        decoder_ids = self._decoder_inputs(batch, lm_rows)  # (R, max(T, L))
+        decoder_ids = self._decoder_inputs(input_ids, lm_rows, decoder_targets)  # (R, max(T, L))
         hidden = self.model.model(attention_mask=mask, decoder_input_ids=decoder_ids, **embeds).last_hidden_state
         width = input_ids.shape[1]
         eos = input_ids.eq(self.config.eos_token_id) & mask.bool()
@@ -160,20 +176,19 @@ class Backbone(nn.Module):
             else masked_mean(hidden[:, :width], mask)
         out = BackboneOutput(hidden=hidden[:, :width], pooled=pooled)
         if lm_rows is not None and len(lm_rows):
-            length = batch["target_ids"].shape[1]
+            length = decoder_targets.shape[1]
             logits = self.model.lm_head(hidden[lm_rows, :length])  # (R_lm, L, V)
             out.lm_logits = logits + self.model.final_logits_bias.to(logits.dtype) \
                 if hasattr(self.model, "final_logits_bias") else logits
             out.lm_rows = lm_rows
         return out
 
-    def _decoder_inputs(self, batch: dict, lm_rows: torch.Tensor | None) -> torch.Tensor:
+    def _decoder_inputs(self, source: torch.Tensor, lm_rows: torch.Tensor | None,
+                        targets: torch.Tensor | None) -> torch.Tensor:
         """Every row reads its own input (shifted right); rows of generative heads read their shifted target."""
         pad, start = self.config.pad_token_id, self.config.decoder_start_token_id
-        source = batch["input_ids"]
         if lm_rows is None or not len(lm_rows):
             return shift_right(source, pad, start)
-        targets = batch["target_ids"]
         width = max(source.shape[1], targets.shape[1])
         ids = source.new_full((len(source), width), pad)
         ids[:, :source.shape[1]] = source

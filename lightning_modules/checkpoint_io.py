@@ -1,4 +1,4 @@
-"""Checkpoints that survive a kill during the write: `<name>.partial` beside the target, fsync, then an atomic
+"""Checkpoints that survive a kill during the write, and the run's `last.ckpt`: `<name>.partial` beside the target, fsync, then an atomic
 rename over it. (Lightning's own transactional save writes to the system temp folder and moves the file, which is
 a copy, not a rename, when the checkpoint folder is on another filesystem, as on most clusters.)"""
 
@@ -12,6 +12,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from core.errors import CheckpointError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,18 +45,23 @@ def last_checkpoint(trainer) -> Path:
     root = Path(getattr(trainer.logger, "root_dir", None) or trainer.default_root_dir)
     found = sorted(root.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"--ckpt_path=last: no last.ckpt under {root}/*/checkpoints/")
+        raise CheckpointError("last", f"no last.ckpt under {root}/*/checkpoints/", "--ckpt_path")
     return found[-1]
 
 
 class LatestCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `last.ckpt` is rewritten at every validation, improved or not (Lightning 2.6 rewrites
-    it only when a top-k checkpoint is saved at that step, so after hours without a better score a resume would go
-    back to the last improvement)."""
+    """`last.ckpt`, rewritten at every validation, improved or not (Lightning 2.6's `save_last` rewrites it only when
+    a top-k checkpoint is saved at that step, so after hours without a better score a resume would go back to the
+    last improvement). A plain ModelCheckpoint with no monitor keeping one file named `last`: Lightning's public
+    options only (train.py adds it beside the monitored `checkpoint` callback, in the same folder)."""
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
-                and not self._should_save_on_train_epoch_end(trainer)
-                and self._last_global_step_saved != trainer.global_step):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+    def __init__(self, dirpath: str | None = None, filename: str = "last", save_top_k: int = 1, **kwargs) -> None:
+        """
+        Args:
+            dirpath: folder of `last.ckpt`; default the run's `checkpoints/` folder (as the `checkpoint` callback).
+            filename: file name without `.ckpt`.
+            save_top_k: files kept (1: the latest only).
+        """
+        kwargs.setdefault("enable_version_counter", False)  # the same file every time, not last-v1.ckpt
+        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=save_top_k, save_last=False,
+                         **kwargs)

@@ -18,9 +18,15 @@ from torchmetrics import MeanMetric
 
 from heads.base import Decoding
 
+STAGE_PREFIX = {"val": "val", "test": "test"}
+
 
 class EvaluationMixin:
     """`val/score` = mean over tasks of each task's first (primary) metric, the value checkpointing monitors."""
+
+    # what validation and test log under (`<prefix>/<task>/<metric>`); the end-of-fit evaluation sets
+    # {"val": "final", "test": "final_test"} while it runs (lightning_modules/after_fit.py)
+    eval_prefixes: dict[str, str] = STAGE_PREFIX
 
     def _setup_evaluation(self) -> None:
         self.eval_metrics = nn.ModuleDict({s.name: self.head_of(t).make_metrics(s) for t, s in enumerate(self.specs)})
@@ -48,14 +54,16 @@ class EvaluationMixin:
                 head.update_metrics(self.eval_metrics[name], task_logits, batch, rows, decoding)
 
     def _world_size(self) -> int:
-        return self._trainer.world_size if self._trainer is not None else 1
+        try:
+            return self.trainer.world_size
+        except RuntimeError:  # not attached to a Trainer (a module used on its own)
+            return 1
 
     def _generation_due(self, batch_idx: int, examples: int) -> bool:
         """Generate (and score) the batches of a task that together hold about `max_generation_examples` examples
-        over all ranks: the first k batches of each dataloader, k from the configured evaluation batch size (this
-        batch's size only where no data module says it), the same k on every rank."""
-        hparams = getattr(getattr(self._trainer, "datamodule", None), "hparams", {})
-        per_batch = hparams.get("eval_batch_size") or hparams.get("batch_size") or examples
+        over all ranks: the first k batches of each dataloader, k from the evaluation batch size the data hands over
+        (this batch's size where none was handed over), the same k on every rank."""
+        per_batch = self.data.eval_batch_size or examples
         return batch_idx * per_batch * self._world_size() < self.hparams.max_generation_examples
 
     def _decoding(self, task: int) -> Decoding:
@@ -94,17 +102,15 @@ class EvaluationMixin:
 
     def _log_eval(self, stage: str) -> None:
         primary, lines = [], []
-        datamodule = getattr(self.trainer, "datamodule", None)
-        evaluated = set(datamodule.eval_task_ids(stage if stage == "test" else "validation")) \
-            if hasattr(datamodule, "eval_task_ids") else None
+        prefix = self.eval_prefixes[stage]
         for task, spec in enumerate(self.specs):
-            if evaluated is not None and task not in evaluated:  # e.g. no labelled test split
+            if stage == "test" and "test" not in spec.splits:  # no labelled test split: not evaluated
                 continue
             values = self.eval_metrics[spec.name].compute()  # synced across ranks by torchmetrics
             loss = self.eval_losses[spec.name].compute()
-            self.log(f"{stage}/{spec.name}/loss", loss)
+            self.log(f"{prefix}/{spec.name}/loss", loss)
             for name, value in values.items():
-                self.log(f"{stage}/{spec.name}/{name}", value)
+                self.log(f"{prefix}/{spec.name}/{name}", value)
             shown = "  ".join(f"{name} {float(value):.4f}" for name, value in values.items())
             lines.append(f"  {spec.name:<28} loss {float(loss):.4f}  {shown}")
             primary.append(values[spec.metrics[0]].float())
@@ -113,6 +119,6 @@ class EvaluationMixin:
         if not primary:
             return
         score = torch.stack(primary).nan_to_num(0.0).mean()
-        self.log(f"{stage}/score", score, prog_bar=True)
+        self.log(f"{prefix}/score", score, prog_bar=True)
         if not self.trainer.sanity_checking:
-            rank_zero_info(f"{stage} at step {self.global_step}: score {float(score):.4f}\n" + "\n".join(lines))
+            rank_zero_info(f"{prefix} at step {self.global_step}: score {float(score):.4f}\n" + "\n".join(lines))

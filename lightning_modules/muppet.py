@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -13,18 +13,23 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from transformers import AutoTokenizer
 
-from datamodules.catalogue import TaskSpec
-from heads.base import BackboneOutput, Head
-from lightning_modules.backbone import Backbone, build_backbone, tokenizer_source
+from core.batch import BackboneOutput
+from core.errors import OptionError
+from core.handoff import DataHandoff
+from core.pretrained import load_tokenizer
+from core.task_spec import TaskSpec
+from datamodules.catalogue import spec_from_dict
+from heads.base import Head, HeadContext
+from heads.registry import build_heads
+from lightning_modules.backbone import Backbone, Pooling, build_backbone, tokenizer_source
+from lightning_modules.checkpoint_files import checkpoint_parts, rebuild_parts
 from lightning_modules.evaluation import EvaluationMixin
-from lightning_modules.heads_factory import build_heads
+from lightning_modules.export import save_export
+from lightning_modules.init_from import load_initial_weights
 from lightning_modules.optim import PaperAdamW, decay_groups, linear_warmup_decay
 from lightning_modules.r3f import symmetric_kl
 from lightning_modules.update import NonFiniteLossError, UpdateWindow, seed_step
-
-LOSS_SCALING = ("log", "none")
 
 
 class MuppetModule(EvaluationMixin, L.LightningModule):
@@ -34,16 +39,15 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         backbone_config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
         task_specs: list[dict[str, Any]] | None = None,
-        loss_scaling: str = "log",
-        shared_multiple_choice_head: bool = True,
-        shared_span_head: bool = True,
+        loss_scaling: Literal["log", "none"] = "log",
+        shared_heads: list[str] | None = None,
         dropout: float = 0.1,
         label_smoothing: float = 0.1,
         optimizer: OptimizerCallable = PaperAdamW,
         scheduler: LRSchedulerCallable | None = None,
         warmup: float = 0.06,
         r3f_lambda: float = 0.0,
-        r3f_noise: str = "uniform",
+        r3f_noise: Literal["uniform", "normal"] = "uniform",
         r3f_eps: float = 1e-5,
         max_answer_length: int = 30,
         num_beams: int = 4,
@@ -52,7 +56,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         init_from: str | None = None,
         reuse_heads: bool = False,
         skip_nonfinite: bool = False,
-        pooling: str = "auto",
+        pooling: Pooling = "auto",
     ) -> None:
         """
         Args:
@@ -62,8 +66,9 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             tokenizer: hub id or folder of the tokenizer; default the backbone's.
             task_specs: the selected tasks (catalogue entries), linked from `data.tasks` by train.py.
             loss_scaling: `log` divides each example's loss by log n(task) (the paper's), `none` leaves it.
-            shared_multiple_choice_head: one scorer for the whole multiple-choice family (paper) or one per task.
-            shared_span_head: one start/end head for all span tasks or one per task.
+            shared_heads: families whose tasks share one head (e.g. [multiple_choice, span]); default each family's
+                own rule: one scorer for the multiple-choice family (the paper's), one start/end head for span QA,
+                one per task for classification (and token classification).
             dropout: dropout inside classification and multiple-choice heads.
             label_smoothing: label smoothing of the summarization cross-entropy.
             optimizer: optimizer class and arguments; default AdamW(lr 1e-5, betas (0.9, 0.98), eps 1e-6, wd 0.01).
@@ -88,55 +93,54 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
                 sentence-transformers checkpoints such as MiniLM), else eos for encoder-decoders, first for encoders.
         """
         super().__init__()
-        if loss_scaling not in LOSS_SCALING:
-            raise ValueError(f"model.loss_scaling is '{loss_scaling}'; expected one of {list(LOSS_SCALING)}")
-        if r3f_noise not in ("uniform", "normal"):
-            raise ValueError(f"model.r3f_noise is '{r3f_noise}'; expected 'uniform' or 'normal'")
         if not task_specs:
-            raise ValueError("model.task_specs is empty: train.py links it from data.tasks")
+            raise OptionError("model.task_specs", "is empty: train.py links it from data.tasks")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.specs = [t if isinstance(t, TaskSpec) else TaskSpec(**t) for t in task_specs]
+        self.specs = [t if isinstance(t, TaskSpec) else spec_from_dict(t) for t in task_specs]
         folder = init_from if init_from and Path(init_from).is_dir() else None
         stored = None  # a .ckpt's own backbone config: rebuilt from it, weights loaded below (no download)
         if init_from and Path(init_from).is_file() and backbone_config is None:
-            from lightning_modules.export import checkpoint_parts
             stored = checkpoint_parts(init_from)
             if stored is None and not backbone:
-                raise ValueError(f"model.init_from '{init_from}' stores no backbone config (a checkpoint written "
-                                 f"before configs were stored): give model.backbone, the architecture it was trained "
-                                 f"on")
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(backbone, tokenizer, init_from))
+                raise OptionError("model.init_from", f"model.init_from '{init_from}' stores no backbone config (a "
+                                  f"checkpoint written before configs were stored): give model.backbone, the "
+                                  f"architecture it was trained on")
+        if init_from and not Path(init_from).exists():
+            raise OptionError("model.init_from", f"model.init_from '{init_from}' does not exist")
+        self.tokenizer = load_tokenizer(tokenizer_source(backbone, tokenizer, init_from))
         config = stored[0] if stored else None if folder else backbone_config
         model = build_backbone(folder or backbone, config, self.tokenizer)
         self.backbone = Backbone(model, pooling, source=folder or (None if config else backbone))
-        self.heads, self.head_keys = build_heads(self.specs, self.backbone, dropout, label_smoothing,
-                                                 shared_multiple_choice_head, shared_span_head)
+        context = HeadContext(self.backbone.hidden_size, self.backbone.config.vocab_size,
+                              self.backbone.is_encoder_decoder, dropout, label_smoothing)
+        self.heads, self.head_keys = build_heads(self.specs, context, shared_heads)
         # tasks whose heads read the backbone's LM logits (summarization): the backbone computes them for their rows
         self.register_buffer("generative", torch.tensor([self.heads[k].generative for k in self.head_keys]),
                              persistent=False)
         self.register_buffer("examples_seen", torch.zeros(len(self.specs), dtype=torch.long))
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long))
         self._window = UpdateWindow(len(self.specs))
+        self.data = DataHandoff()  # what the data module hands over in `setup`
         self._last_step_time = None
         self.rng_seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         if init_from:
-            self._init_from(init_from, reuse_heads)
+            load_initial_weights(self, init_from, reuse_heads)
         self._setup_evaluation()
 
     def setup(self, stage: str) -> None:
-        """Before fitting: regression heads learn normalised targets, with their task's training-label statistics
-        from the data module (a head reused from `init_from` keeps its own; a resumed checkpoint restores them)."""
-        datamodule = getattr(self._trainer, "datamodule", None)
-        if stage == "fit" and hasattr(datamodule, "label_statistics"):
-            self.use_label_statistics(datamodule.label_statistics())
+        """The data module's hand-off (`handoff()`, core/handoff.py), when the run has one: each head gets what its
+        family computed from the training split (regression: label mean and std; a head reused from `init_from`
+        keeps its own, a resumed checkpoint restores them)."""
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "handoff"):
+            self.use_data(datamodule.handoff())
 
-    def use_label_statistics(self, stats: dict[int, tuple[float, float, int]]) -> None:
-        """{task id: (mean, std, count)} of regression labels, for heads that have none yet."""
-        for task, (mean, std, count) in stats.items():
-            head = self.head_of(task)
-            if int(head.label_count) == 0:
-                head.set_label_statistics(mean, std, count)
+    def use_data(self, data: DataHandoff) -> None:
+        self.data = data
+        for task, spec in enumerate(self.specs):
+            if spec.name in data.train_statistics:
+                self.head_of(task).use_train_statistics(data.train_statistics[spec.name])
 
     # ---- forward ---------------------------------------------------------------------------------------------------
     def head_of(self, task: int) -> Head:
@@ -146,7 +150,10 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
                 ) -> tuple[BackboneOutput, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
         """One backbone forward for the whole batch; {task id: (rows, head logits)} for each task in it."""
         lm_rows = self.generative[batch["task_ids"]].nonzero().squeeze(1)
-        out = self.backbone(batch, lm_rows, inputs_embeds)
+        targets = None
+        if len(lm_rows):  # the decoder targets of the generative heads' rows
+            targets = self.head_of(int(batch["task_ids"][lm_rows[0]])).decoder_targets(batch)
+        out = self.backbone(batch, lm_rows, inputs_embeds, targets)
         logits = {}
         for task in batch["task_ids"].unique().tolist():
             rows = (batch["task_ids"] == task).nonzero().squeeze(1)
@@ -261,10 +268,9 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["muppet_rng_seed"] = self.rng_seed
-        # the backbone's config and the tokenizer's files: `python -m lightning_modules.export` rebuilds the model
-        # from the checkpoint alone (no hub, no backbone folder)
-        from lightning_modules.export import rebuild_parts
-        checkpoint.update(rebuild_parts(self))
+        # the backbone's config and the tokenizer's files: lightning_modules/rebuild.py rebuilds the model from the
+        # checkpoint alone (no hub, no backbone folder)
+        checkpoint.update(rebuild_parts(self.backbone.config, self.tokenizer))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.rng_seed = int(checkpoint.get("muppet_rng_seed", self.rng_seed))
@@ -290,12 +296,11 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
     def _log_mixture(self) -> None:
         """Realized mixture (fraction of examples seen per task) beside the sampler's target proportions."""
         seen = self.examples_seen.float() / self.examples_seen.sum().clamp(min=1)
-        sampler = getattr(getattr(self.trainer, "datamodule", None), "sampler", None)
+        targets = self.data.target_proportions
         for task, spec in enumerate(self.specs):
             self.log(f"mixture/{spec.name}/realized", seen[task], on_step=True, on_epoch=False)
-            if sampler is not None:
-                self.log(f"mixture/{spec.name}/target", float(sampler.proportions[task]), on_step=True,
-                         on_epoch=False)
+            if spec.name in targets:
+                self.log(f"mixture/{spec.name}/target", targets[spec.name], on_step=True, on_epoch=False)
 
     # ---- optimizer -----------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
@@ -310,9 +315,4 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
     # ---- export and initialisation -------------------------------------------------------------------------------
     def export_pretrained(self, folder: str | Path) -> Path:
         """A Hugging Face folder: `save_pretrained` of backbone and tokenizer; heads and task specs beside them."""
-        from lightning_modules.export import save_export
         return save_export(self, Path(folder))
-
-    def _init_from(self, source: str, reuse_heads: bool) -> None:
-        from lightning_modules.export import load_initial_weights
-        load_initial_weights(self, source, reuse_heads)

@@ -22,14 +22,15 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from datamodules.families import choice_list, column
-from lightning_modules.final_evaluation import WEIGHTS, after_fit, checkpoint_of
+from core.task_spec import TaskSpec
+from datamodules.families import FAMILIES
+from datamodules.families.base import column
 
 # EvalBatchSampler yields every example (filler batches aside, which return no records)
 warnings.filterwarnings("ignore", message="You are using a custom batch sampler .* for prediction")
@@ -49,48 +50,35 @@ def gather_to_zero(records: list[dict], trainer: Trainer) -> list[dict] | None:
     return [r for part in parts for r in part] if trainer.is_global_zero else None
 
 
-def source_rows(datamodule: Any, spec: Any, split: str) -> dict[str, list] | None:
+def source_rows(datamodule: Any, spec: TaskSpec, split: str) -> dict[str, list] | None:
     """The split's raw columns the lines show (one Arrow read), as the data module loads them; None when the data
     module cannot load raw splits."""
-    if not hasattr(datamodule, "_raw"):
+    if not hasattr(datamodule, "raw_split"):
         return None
-    raw = datamodule._raw(spec, split)
+    raw = datamodule.raw_split(spec, split)
     return raw.select_columns(sorted({c.split(".")[0] for c in spec.columns()}))[:]
 
 
-def lines(spec: Any, split: str, records: list[dict], rows: dict[str, list] | None) -> list[dict]:
-    """One JSON object per prediction, with the example's id, inputs and gold from its raw row."""
-    inputs = {name: column(rows, name) for name in spec.inputs} if rows else {}
-    choices = choice_list(spec, rows) if rows and spec.choices else None
-    gold = next((c for c in (spec.label, spec.answers, spec.target) if c), None)
-    gold = column(rows, gold) if rows and gold else None
+def lines(spec: TaskSpec, split: str, records: list[dict], rows: dict[str, list] | None) -> list[dict]:
+    """One JSON object per prediction, with the example's id, inputs and gold from its raw row (as its family shows
+    them) and the family's extras beside the prediction."""
+    family = FAMILIES[spec.family]
+    shown = family.describe(spec, rows) if rows else None
     ids = column(rows, spec.id) if rows and spec.id else None
-    names = {}  # class or choice id -> its raw label value (the first one mapped to it)
-    for value, label in (spec.label_map or {}).items():
-        names.setdefault(label, value)
     out = []
     for record in records:
         i = record["index"]
-        line = {"index": i, **({"id": ids[i]} if ids is not None else {}), "split": split}
-        if rows:
-            line["inputs"] = {name: values[i] for name, values in inputs.items()}
-            if choices is not None:
-                line["choices"] = choices[i]
-            if gold is not None:
-                line["gold"] = gold[i]
-        prediction = record["prediction"]
-        predicted = prediction.get("label") if isinstance(prediction, dict) else prediction
-        if names and isinstance(predicted, int) and predicted in names:
-            line["predicted"] = names[predicted]
-        out.append({**line, "prediction": prediction})
+        line = {"index": i, **({"id": ids[i]} if ids is not None else {}), "split": split, **(shown[i] if shown else {})}
+        out.append({**line, **family.prediction_extras(spec, record["prediction"]), "prediction": record["prediction"]})
     return out
 
 
 class WritePredictions(Callback):
-    """Writes `predict`'s records as one JSONL file per task in dataset order (see the module docstring), and
-    predicts at the end of `fit` with `after_fit`."""
+    """Writes `predict`'s records as one JSONL file per task in dataset order (see the module docstring); with
+    `after_fit`, train.py predicts at the end of `fit` (lightning_modules/after_fit.py)."""
 
-    def __init__(self, dirpath: str | None = None, after_fit: bool = False, weights: str = "best") -> None:
+    def __init__(self, dirpath: str | None = None, after_fit: bool = False,
+                 weights: Literal["best", "last"] = "best") -> None:
         """
         Args:
             dirpath: folder of the per-task JSONL prediction files `predict` writes; default `predictions/` in the
@@ -100,19 +88,9 @@ class WritePredictions(Callback):
             weights: with `after_fit`: predict with the `best` checkpoint's weights (by the ModelCheckpoint
                 monitor) or the `last` (final) ones.
         """
-        if weights not in WEIGHTS:
-            raise ValueError(f"predictions.weights is '{weights}'; expected one of {list(WEIGHTS)}")
         self.dirpath, self.after_fit, self.weights = dirpath, after_fit, weights
         self._records: list[dict] = []
         self._folder: Path | None = None
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.after_fit:
-            return
-        checkpoint = checkpoint_of(trainer, self.weights)
-        self._folder = self.folder(trainer)  # the run's folder, before `after_fit` detaches the loggers
-        with after_fit(trainer, pl_module, checkpoint):
-            trainer.predict(pl_module, datamodule=trainer.datamodule, ckpt_path=checkpoint, return_predictions=False)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._records = []

@@ -8,8 +8,10 @@ import random
 import numpy as np
 import torch
 
+from core.errors import UserError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(UserError, RuntimeError):
     """A NaN/inf loss: the run stops before the update, naming the step and the tasks."""
 
 

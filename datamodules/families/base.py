@@ -1,0 +1,154 @@
+"""The data side of a task family: what a catalogue entry of the family holds (`Fields`) and how it is checked, how
+its raw rows are checked and prepared, how they are tokenized, which batch keys the family adds (and how they are
+collated), what the model needs from its training split, and how an example is shown beside its prediction.
+
+A family is this file's subclass in `datamodules/families/<family>.py` plus its head in `heads/<family>.py`, one line
+in each registry (`datamodules/families/__init__.py`, `heads/registry.py`). Nothing else names a family.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from core.batch import BatchKey
+from core.task_spec import TaskSpec
+
+Check = Callable[[dict[str, list]], list[bool]]  # a batch of raw rows -> True for each bad row
+Preprocess = Callable[..., dict[str, list]]  # (examples, indices) -> columns, under `dataset.map(batched=True)`
+FieldType = tuple[Callable[[Any], bool], str]  # (check of a non-null value, what it must be)
+
+
+@dataclass(frozen=True)
+class Lengths:
+    max_length: int = 256  # encoder tokens per row
+    max_target_length: int = 64  # summary tokens
+    doc_stride: int = 64  # overlap between span-QA windows
+
+
+class EntryProblem(ValueError):
+    """A family's complaint about an entry: (field, message); the catalogue adds the file and the task."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DataFamily:
+    name: ClassVar[str]
+    Fields: ClassVar[type]  # dataclass of the family's own catalogue fields (no default = required)
+    field_types: ClassVar[dict[str, FieldType]] = {}
+    input_counts: ClassVar[tuple[int, ...]] = (1, 2)  # how many `inputs` columns an entry may name
+    metrics: ClassVar[tuple[str, ...]]  # metric names it can report (its head builds them)
+    multi_row: ClassVar[bool] = False  # `input_ids` holds one encoding per batch row (e.g. one per choice)
+    batch_keys: ClassVar[tuple[BatchKey, ...]] = ()  # preprocessed columns it adds to batches
+    problem: ClassVar[str] = "not usable"  # what a bad target is, for the error message
+
+    # ---- catalogue -------------------------------------------------------------------------------------------------
+    def default_metrics(self, fields: Any) -> list[str]:
+        return [self.metrics[0]]
+
+    def check_entry(self, spec: TaskSpec) -> None:
+        """Raise EntryProblem(field, message) for values that are well-typed but unusable together."""
+
+    # ---- raw rows --------------------------------------------------------------------------------------------------
+    def input_checks(self, spec: TaskSpec) -> dict[str, Check]:
+        """Input column -> check; inputs are text unless the family says otherwise."""
+        return {name: (lambda b, n=name: texts_bad(column(b, n))) for name in spec.inputs}
+
+    def target_checks(self, spec: TaskSpec) -> dict[str, Check]:
+        return {}
+
+    def input_problem(self, spec: TaskSpec) -> str:
+        return "null or not text"
+
+    def prepare_raw(self, spec: TaskSpec, dataset: Dataset, split: str) -> Dataset:
+        """The raw split as the family reads it (rows dropped, columns completed); default unchanged."""
+        return dataset
+
+    # ---- tokenization ----------------------------------------------------------------------------------------------
+    def preprocess(self, spec: TaskSpec, tok: PreTrainedTokenizerBase, lengths: Lengths, for_eval: bool
+                   ) -> Preprocess:
+        """A batched `preprocess(examples, indices=None)` writing `input_ids` (+ `token_type_ids`), `length` and the
+        family's batch-key columns."""
+        raise NotImplementedError
+
+    # ---- what the model needs --------------------------------------------------------------------------------------
+    def train_statistics(self, spec: TaskSpec, train: Dataset) -> dict[str, Any] | None:
+        """What the task's head needs from the preprocessed training split (handed to the model), or None."""
+        return None
+
+    # ---- predictions -----------------------------------------------------------------------------------------------
+    def gold_column(self, spec: TaskSpec) -> str | None:
+        return None
+
+    def describe(self, spec: TaskSpec, rows: dict[str, list]) -> list[dict[str, Any]]:
+        """Per example of raw `rows`: what a prediction line shows of it (`inputs`, `gold`, and family extras)."""
+        inputs = {name: column(rows, name) for name in spec.inputs}
+        gold = column(rows, self.gold_column(spec)) if self.gold_column(spec) else None
+        count = len(next(iter(rows.values()))) if rows else 0
+        return [{"inputs": {n: v[i] for n, v in inputs.items()}, **({"gold": gold[i]} if gold is not None else {})}
+                for i in range(count)]
+
+    def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
+        """Fields a prediction line adds beside `prediction` (e.g. the raw label value of a predicted class)."""
+        return {}
+
+
+# ---- helpers the families share ------------------------------------------------------------------------------------
+def column(batch: dict[str, list], name: str) -> list:
+    """A (possibly dotted) column of a batch: `choices.text` reads `batch["choices"][i]["text"]`."""
+    root, *path = name.split(".")
+    values = batch[root]
+    for key in path:
+        values = [None if v is None else v[key] for v in values]
+    return values
+
+
+def texts_bad(values: list) -> list[bool]:
+    return [not isinstance(v, str) for v in values]
+
+
+def encoded(enc) -> dict[str, list]:
+    """The columns of a tokenizer encoding a row needs: `input_ids`, and `token_type_ids` where the tokenizer makes
+    them (BERT-style segment ids; the whole encoding is kept, as run_glue does)."""
+    return {key: enc[key] for key in ("input_ids", "token_type_ids") if key in enc}
+
+
+def class_id(value: Any, label_map: dict | None, upper: int | None) -> int | None:
+    """The class id of a raw label: through `label_map` where the entry has one, else an integer below `upper`;
+    None when it is missing, unmapped or out of range."""
+    if value is None:
+        return None
+    if label_map is not None:
+        found = label_map.get(value, label_map.get(str(value)))
+        return found if found is None or upper is None or 0 <= found < upper else None
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        return None
+    return int(value) if upper is None or 0 <= value < upper else None
+
+
+def finite_number(value: Any) -> float | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) else None  # NaN/inf targets would poison the loss
+
+
+def label_names(label_map: dict | None) -> dict[int, Any]:
+    """Class id -> its raw label value (the first one mapped to it)."""
+    names: dict[int, Any] = {}
+    for value, label in (label_map or {}).items():
+        names.setdefault(label, value)
+    return names
+
+
+def skip_rows(spec: TaskSpec, dataset: Dataset, label: str, skip: list | None, split: str) -> Dataset:
+    """Drop rows whose raw `label` is one of `skip` (e.g. SNLI's -1 = no gold label)."""
+    if not skip:
+        return dataset
+    values = set(skip)
+    return dataset.filter(lambda labels: [v not in values for v in labels], input_columns=label, batched=True,
+                          desc=f"skip labels {sorted(values, key=str)} of {spec.name}/{split}")

@@ -1,0 +1,98 @@
+"""Classification, data side: single sentences and sentence pairs (a third input joins the second segment, as for
+MultiRC), one label per example; `num_labels: 1` is regression (a finite number per example, normalised by the
+training split's mean and standard deviation, which are handed to the head). Head: heads/classification.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+
+from core.batch import BatchKey
+from core.task_spec import COLUMN, INT, LABEL_MAP, TaskSpec
+from datamodules.families.base import (DataFamily, EntryProblem, class_id, column, encoded, finite_number,
+                                       label_names, skip_rows)
+
+
+@dataclass
+class ClassificationFields:
+    label: str  # label column
+    num_labels: int  # classes; 1 = regression
+    label_map: dict[Any, int] | None = None  # raw label value -> class id
+    skip_labels: list[Any] | None = None  # raw label values whose rows are dropped (SNLI's -1)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+    def columns(self) -> list[str]:
+        return [self.label]
+
+
+def target(fields: ClassificationFields, value: Any) -> int | float | None:
+    """The training target of a raw label (a class id, or a finite float for regression), None when unusable."""
+    if fields.is_regression and fields.label_map is None:
+        return finite_number(value)
+    return class_id(value, fields.label_map, fields.num_labels)
+
+
+class Classification(DataFamily):
+    name = "classification"
+    Fields = ClassificationFields
+    field_types = {"label": COLUMN, "num_labels": INT, "label_map": LABEL_MAP,
+                   "skip_labels": (lambda v: isinstance(v, list), "a list of raw label values")}
+    input_counts = (1, 2, 3)
+    metrics = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman")
+    batch_keys = (BatchKey("label", "labels", "row_float"),)
+    problem = "null, unmapped or outside num_labels (regression: not a finite number)"
+
+    def default_metrics(self, fields: ClassificationFields) -> list[str]:
+        return ["pearson", "spearman"] if fields.is_regression else ["accuracy"]
+
+    def check_entry(self, spec: TaskSpec) -> None:
+        fields = spec.fields
+        if fields.num_labels < 1:
+            raise EntryProblem("num_labels", f"field 'num_labels' must be >= 1 (1 = regression), got "
+                                             f"{fields.num_labels}")
+        outside = {k: v for k, v in (fields.label_map or {}).items() if not 0 <= v < fields.num_labels}
+        if outside:
+            raise EntryProblem("label_map", f"field 'label_map' maps {outside} outside 0..{fields.num_labels - 1} "
+                                            f"(num_labels {fields.num_labels})")
+        if fields.is_regression and {"accuracy", "f1", "matthews_corrcoef"} & set(spec.metrics):
+            raise EntryProblem("metrics", "a regression task (num_labels 1) reports pearson and/or spearman")
+
+    def target_checks(self, spec: TaskSpec) -> dict:
+        fields = spec.fields
+        return {fields.label: lambda b: [target(fields, v) is None for v in column(b, fields.label)]}
+
+    def prepare_raw(self, spec: TaskSpec, dataset: Dataset, split: str) -> Dataset:
+        return skip_rows(spec, dataset, spec.fields.label, spec.fields.skip_labels, split)
+
+    def preprocess(self, spec, tok, lengths, for_eval):
+        fields = spec.fields
+
+        def preprocess(examples: dict[str, list], indices: list[int] | None = None) -> dict[str, list]:
+            texts = [column(examples, name) for name in spec.inputs]
+            if len(texts) > 2:  # e.g. MultiRC (paragraph, question, answer): the rest joins the second segment
+                texts = [texts[0], [" ".join(parts) for parts in zip(*texts[1:])]]
+            enc = tok(*texts, truncation=True, max_length=lengths.max_length)  # pairs: longest_first keeps both
+            labels = [float(target(fields, v)) for v in column(examples, fields.label)]
+            return {**encoded(enc), "label": labels, "length": [len(x) for x in enc["input_ids"]]}
+        return preprocess
+
+    def train_statistics(self, spec: TaskSpec, train: Dataset) -> dict[str, Any] | None:
+        """Regression: the training targets' mean, (population) standard deviation and count (one Arrow read)."""
+        if not spec.fields.is_regression:
+            return None
+        labels = np.asarray(train.with_format("numpy", columns=["label"])[:]["label"], dtype=np.float64)
+        return {"mean": float(labels.mean()), "std": float(labels.std()), "count": len(labels)}
+
+    def gold_column(self, spec: TaskSpec) -> str:
+        return spec.fields.label
+
+    def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
+        names = label_names(spec.fields.label_map)
+        label = prediction.get("label") if isinstance(prediction, dict) else None
+        return {"predicted": names[label]} if label in names else {}

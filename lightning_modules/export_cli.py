@@ -1,0 +1,26 @@
+"""Export a Lightning checkpoint of MuppetModule as a Hugging Face folder (lightning_modules/export.py):
+
+    python -m lightning_modules.export_cli --checkpoint path/to/last.ckpt --output exported/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lightning_modules.export import save_export
+from lightning_modules.rebuild import module_from_checkpoint
+
+
+def main(args: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a Lightning checkpoint of MuppetModule")
+    parser.add_argument("--output", required=True, help="folder to write")
+    options = parser.parse_args(args)
+    folder = save_export(module_from_checkpoint(options.checkpoint), Path(options.output))
+    print(f"exported to {folder}")
+    return folder
+
+
+if __name__ == "__main__":
+    main()
