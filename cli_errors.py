@@ -38,15 +38,16 @@ def wants_traceback(argv: list[str]) -> bool:
 
 
 @contextmanager
-def exit_on_user_error(show_traceback: bool = False) -> Iterator[None]:
+def exit_on_user_error(show_traceback: bool = False, argv: list[str] | None = None) -> Iterator[None]:
     """User errors: `error: <message>` on stderr (once per node: local rank 0), exit code 2. Anything else raises,
     except on a DDP child whose rank-0 parent has already exited: that failure is the parent's, which it reported.
-    With `show_traceback`, a user error raises too, its one-line message added as a note."""
+    With `show_traceback`, a user error raises too, its one-line message added as a note. argv: the command line
+    (default sys.argv), where a config file that fails to parse is looked for."""
     parent = os.getppid()
     try:
         yield
     except Exception as error:  # noqa: BLE001 - what is not a user error is raised again unchanged
-        message = user_message(error)
+        message = user_message(error, sys.argv[1:] if argv is None else argv)
         rank_zero = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0"
         if show_traceback and message is not None:
             error.add_note(f"error: {message}")
@@ -68,14 +69,14 @@ def _exits(parent: int, wait_s: float = 5.0) -> bool:
     return os.getppid() != parent
 
 
-def user_message(error: BaseException) -> str | None:
+def user_message(error: BaseException, argv: list[str] = ()) -> str | None:
     """One line naming the culprit when `error` comes from the user's input; None for a bug."""
     if isinstance(error, argparse.ArgumentError):
-        message = _option_message(error)
+        message = _option_message(error, argv)
     elif (typed := _in_chain(error, UserError)) is not None:
         message = str(typed)
     elif (marked := _in_chain(error, yaml.MarkedYAMLError)) is not None:
-        message = _yaml_message(marked)
+        message = _yaml_message(marked, argv)
     elif isinstance(error, WRITE_ERRORS) or isinstance(error, OSError) and error.errno in FULL:
         message = f"cannot write {error.filename!r}: {error.strerror}" if error.filename else str(error)
     else:
@@ -84,12 +85,12 @@ def user_message(error: BaseException) -> str | None:
 
 
 # ---- options and config files (jsonargparse) ------------------------------------------------------------------------
-def _option_message(error: argparse.ArgumentError) -> str:
+def _option_message(error: argparse.ArgumentError, argv: list[str]) -> str:
     text = str(error)
     if (typed := _in_chain(error, UserError)) is not None:
         return str(typed)
     if "Problems parsing config" in text and (marked := _in_chain(error, yaml.MarkedYAMLError)) is not None:
-        return _yaml_message(marked)
+        return _yaml_message(marked, argv)
     if text.startswith("unrecognized arguments"):
         return f"{text} (`train.py fit --help` lists the options)"
     if "subcommand" in text:
@@ -115,18 +116,18 @@ def _type_names(text: str) -> str:
 
 
 # ---- YAML syntax of config files ----------------------------------------------------------------------------------
-def _yaml_message(marked: yaml.MarkedYAMLError) -> str:
+def _yaml_message(marked: yaml.MarkedYAMLError, argv: list[str]) -> str:
     mark = marked.problem_mark or marked.context_mark
     problem = "; ".join(str(p) for p in (marked.context, marked.problem) if p)
     if mark is None:
         return f"invalid YAML: {problem}"
-    path = mark.name if not str(mark.name).startswith("<") else _config_file(mark)
+    path = mark.name if not str(mark.name).startswith("<") else _config_file(mark, argv)
     return f"{path or 'a YAML file'} line {mark.line + 1}, column {mark.column + 1}: invalid YAML ({problem})"
 
 
-def _config_file(mark: Any) -> str | None:
+def _config_file(mark: Any, argv: list[str]) -> str | None:
     """The config file on the command line (`--config X`, `--config=X`) that fails to parse at the same place."""
-    arguments = [arg.split("=", 1)[-1] for arg in sys.argv[1:]]
+    arguments = [arg.split("=", 1)[-1] for arg in argv]
     for candidate in dict.fromkeys(arguments):
         path = Path(candidate)
         if path.suffix not in (".yaml", ".yml") or not path.is_file():

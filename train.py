@@ -81,7 +81,7 @@ def main(args: list[str] | None = None) -> MuppetCLI:
     """A mistake in the input ends in `error: <message>` on stderr and exit code 2 before anything is written
     (cli_errors.py); `--traceback` shows the traceback instead."""
     args = None if args is None else list(args)
-    with exit_on_user_error(wants_traceback(sys.argv if args is None else args)):
+    with exit_on_user_error(wants_traceback(sys.argv if args is None else args), args):
         return MuppetCLI(MuppetModule, MultiTaskDataModule, trainer_class=CheckedTrainer,
                          parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
                          trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, args=args)

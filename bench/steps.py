@@ -72,7 +72,7 @@ def muppet_module(backbone: str, data, fused: bool | None = None) -> MuppetModul
     def optimizer(params):
         return torch.optim.AdamW(params, **ADAMW, fused=fused)
     module = MuppetModule(backbone=backbone, task_specs=data.task_specs, optimizer=optimizer)
-    module.use_label_statistics(data.label_statistics())
+    module.use_data(data.handoff())
     return module
 
 

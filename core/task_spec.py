@@ -37,6 +37,14 @@ class TaskSpec:
     catalogue_dir: str = "."  # folder of the YAML file; relative `data_files` resolve against it
     data_root: str | None = None  # where the entry's local copy was read from, when it was
 
+    def __getattr__(self, name: str) -> Any:
+        """The family's own fields read through the spec (`spec.label` is `spec.fields.label`), for convenience in
+        tests and notebooks; the project's code reads `spec.fields`."""
+        fields = self.__dict__.get("fields")
+        if fields is not None and not name.startswith("_") and hasattr(fields, name):
+            return getattr(fields, name)
+        raise AttributeError(f"{type(self).__name__} '{self.__dict__.get('name')}' has no field '{name}'")
+
     def columns(self) -> list[str]:
         """Every source column this task reads (dotted names reach into nested columns)."""
         own = self.fields.columns() if hasattr(self.fields, "columns") else []

@@ -13,8 +13,6 @@ from datasets.fingerprint import Hasher
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from jsonargparse.typing import PositiveInt
-
 from core.batch import ROWS, SOURCE_INDEX
 from core.errors import OptionError
 from core.handoff import DataHandoff
@@ -42,8 +40,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         tokenizer: str = "roberta-base",
         catalogue: list[str] | None = None,
         data_root: str | None = None,
-        batch_size: PositiveInt = 32,
-        max_tokens: PositiveInt | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
         sampling: Literal["proportional", "temperature", "uniform"] = "proportional",
         temperature: float = 2.0,
         max_examples_per_task: int | None = None,
@@ -53,13 +51,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         homogeneous_batches: bool = False,
         batching: Literal["mixed", "task_per_batch", "task_per_update"] | None = None,
         group_by_length: bool = True,
-        group_pool_size: PositiveInt = 4096,
-        max_length: PositiveInt = 256,
-        max_target_length: PositiveInt = 64,
+        group_pool_size: int = 4096,
+        max_length: int = 256,
+        max_target_length: int = 64,
         doc_stride: int = 64,
-        max_eval_examples: PositiveInt | None = None,
-        eval_batch_size: PositiveInt | None = None,
-        pad_to_multiple_of: PositiveInt | None = None,
+        max_eval_examples: int | None = None,
+        eval_batch_size: int | None = None,
+        pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str = DEFAULT_CACHE,

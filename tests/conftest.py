@@ -65,3 +65,9 @@ def demo_datamodule(tasks, cache_dir: str, tokenizer: str = TOKENIZER, **kwargs)
     dm.prepare_data()
     dm.setup("fit")
     return dm
+
+
+def stats_of(datamodule, task: int) -> tuple[float, float, int]:
+    """(mean, std, count) of a regression task's training labels, as the data module hands them to the model."""
+    stats = datamodule.handoff().train_statistics[datamodule.specs[task].name]
+    return stats["mean"], stats["std"], stats["count"]

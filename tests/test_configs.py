@@ -16,7 +16,6 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from datamodules.multitask import MultiTaskDataModule
 from lightning_modules.checkpoint_io import AtomicCheckpointIO, LatestCheckpoint
-from lightning_modules.export import ExportPretrained
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.optim import decays
 from tests.conftest import TINY, TOKENIZER
@@ -68,7 +67,7 @@ def test_shipped_config_instantiates_and_trains_on_cpu(config_path, tmp_path):
     cli = instantiate(config_path, tmp_path)
     trainer, module = cli.trainer, cli.model
     assert all(any(isinstance(c, kind) for c in trainer.callbacks)
-               for kind in (LatestCheckpoint, LearningRateMonitor, ExportPretrained))
+               for kind in (LatestCheckpoint, LearningRateMonitor))
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     assert trainer.reload_dataloaders_every_n_epochs == 1
     assert trainer.gradient_clip_val == config["trainer"].get("gradient_clip_val")

@@ -1,5 +1,5 @@
 """Export without the Hub: a checkpoint holds the backbone's config and the tokenizer's files, and
-`python -m lightning_modules.export` rebuilds the model from the checkpoint alone, after the backbone's folder is
+`python -m lightning_modules.export_cli` rebuilds the model from the checkpoint alone, after the backbone's folder is
 gone, offline."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import lightning as L
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from lightning_modules.export import CONFIG_KEY, HEADS_FILE, TOKENIZER_KEY, module_from_checkpoint
+from lightning_modules.checkpoint_files import CONFIG_KEY, TOKENIZER_KEY
+from lightning_modules.export import HEADS_FILE
+from lightning_modules.rebuild import module_from_checkpoint
 from lightning_modules.muppet import MuppetModule
 from tests.conftest import ROOT, demo_datamodule, save_tiny
 from tests.test_cli import OFFLINE
@@ -36,7 +38,7 @@ def trained_checkpoint(kind: str, tmp_path, demo_cache) -> tuple[str, str, dict]
 def test_export_from_a_checkpoint_needs_neither_the_hub_nor_the_backbone_folder(tmp_path, demo_cache):
     checkpoint, folder, batch = trained_checkpoint("roberta", tmp_path, demo_cache)
     shutil.rmtree(folder)
-    result = subprocess.run([sys.executable, "-m", "lightning_modules.export", "--checkpoint", checkpoint,
+    result = subprocess.run([sys.executable, "-m", "lightning_modules.export_cli", "--checkpoint", checkpoint,
                              "--output", str(tmp_path / "export")], cwd=ROOT, env=OFFLINE, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

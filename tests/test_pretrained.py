@@ -32,7 +32,7 @@ def test_pretrained_minilm_starts_at_about_one_on_every_family(tmp_path):
     tasks = ["demo_sentiment", "demo_topic_pair", "demo_rating", "demo_choice", "demo_span"]
     data = demo_datamodule(tasks, str(tmp_path), tokenizer=path, batch_size=64, max_length=128, max_eval_examples=64)
     module = MuppetModule(backbone=path, task_specs=data.task_specs)
-    module.use_label_statistics(data.label_statistics())  # what `fit` does in `setup`
+    module.use_data(data.handoff())  # what `fit` does in `setup`
     initial = held_out_losses(module, [next(iter(loader)) for loader in data.val_dataloader()])
     assert set(initial) == set(tasks)
     for task, loss in initial.items():  # regression: 64 held-out targets, so its mean is a noisier estimate

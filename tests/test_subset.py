@@ -39,7 +39,7 @@ def test_bad_subset_options_fail_naming_the_option(fraction, examples, message):
 
 
 def texts(dm, split: str = "train") -> list[str]:
-    return [dm._raw(dm.specs[0], split)["text"][i] for i in range(len(dm._raw(dm.specs[0], split)))]
+    return [dm.raw_split(dm.specs[0], split)["text"][i] for i in range(len(dm.raw_split(dm.specs[0], split)))]
 
 
 def test_datamodule_trains_on_the_subset_and_caches_it_under_its_own_key(tmp_path):

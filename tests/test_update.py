@@ -73,7 +73,7 @@ def test_absent_heads_keep_their_state_under_two_process_ddp(small_catalogue, tm
     out = tmp_path / "run"
     args = command(small_catalogue, out, 12, "--trainer.devices=2", "--trainer.strategy=ddp",
                    "--data.batching=task_per_batch", "--trainer.callbacks+=tests.recording.HeadLog",
-                   "--model.shared_multiple_choice_head=false")
+                   "--model.shared_heads=[]")
     env = {**OFFLINE, "MUPPET_HEAD_LOG": str(tmp_path / "heads")}
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -95,9 +95,9 @@ def test_unanswerable_questions_pass_when_allowed(tmp_path):
     assert any((tmp_path / "cache").rglob("*.arrow"))
 
 
-def test_bad_sampling_option_is_named():
-    with pytest.raises(ValueError, match="data.sampling is 'random'"):
-        MultiTaskDataModule(tasks=["demo_sentiment"], tokenizer=TOKENIZER, sampling="random")
+def test_zero_batch_size_is_named():
+    with pytest.raises(ValueError, match="data.batch_size: must be an integer >= 1, got 0"):
+        MultiTaskDataModule(tasks=["demo_sentiment"], tokenizer=TOKENIZER, batch_size=0)
 
 
 def test_skip_labels_drops_rows_before_the_checks(tmp_path):
