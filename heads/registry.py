@@ -11,7 +11,7 @@ from torch import nn
 
 from core.errors import OptionError
 from core.task_spec import TaskSpec
-from heads import classification, multiple_choice, span, summarization
+from heads import classification, multiple_choice, span, summarization, token_classification
 from heads.base import Head, HeadContext
 
 
@@ -27,6 +27,7 @@ HEADS: dict[str, HeadFamily] = {
     "multiple_choice": HeadFamily(multiple_choice.build, shared_by_default=True),
     "span": HeadFamily(span.build, shared_by_default=True),
     "summarization": HeadFamily(summarization.build, always_shared=True),
+    "token_classification": HeadFamily(token_classification.build),
 }
 
 

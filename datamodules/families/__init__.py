@@ -7,10 +7,12 @@ from datamodules.families.classification import Classification
 from datamodules.families.multiple_choice import MultipleChoice
 from datamodules.families.span import Span
 from datamodules.families.summarization import Summarization
+from datamodules.families.token_classification import TokenClassification
 
 FAMILIES: dict[str, DataFamily] = {f.name: f for f in (
     Classification(),
     MultipleChoice(),
     Span(),
     Summarization(),
+    TokenClassification(),
 )}
