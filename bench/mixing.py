@@ -6,8 +6,9 @@ r, r + R, ...), so the micro-batches of update k are plan positions [k*A*R, (k+1
 sum(tokens) / sum(rows x longest row) over the epoch's batches (what the encoder computes on, padding included).
 
 Run (from the repo root):
-  PYTHONPATH=. .venv/bin/python bench/mixing.py [--suites demo shared] [--shared-data /work/shared/data]
+  PYTHONPATH=. .venv/bin/python bench/mixing.py [--suites demo real] [--data-root DIR]
       [--max-tokens 4096] [--shapes 1x1 8x1 8x4 64x1] [--cache-dir DIR]
+The `real` suite (bench/padding.py's REAL_TASKS) reads local copies under a data root; without one it is skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.padding import DEFAULT_SHARED, REPO, minilm_tokenizer, shared_catalogue
+from bench.padding import REAL_TASKS, REPO, add_data_root, minilm_tokenizer, missing_data_root
 from datamodules.multitask import MultiTaskDataModule
 from datamodules.sampler import MultiTaskBatchSampler
 
@@ -74,8 +75,8 @@ def suite_rows(name: str, data: MultiTaskDataModule, args: argparse.Namespace) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", nargs="+", choices=["demo", "shared"], default=["demo", "shared"])
-    parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED)
+    parser.add_argument("--suites", nargs="+", choices=["demo", "real"], default=["demo", "real"])
+    add_data_root(parser)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--shapes", nargs="+", default=["1x1", "8x1", "8x4", "64x1"],
                         help="ranks x accumulation steps per update")
@@ -87,12 +88,14 @@ def main() -> None:
         if "demo" in args.suites:
             lines += suite_rows("demo", MultiTaskDataModule(tasks=["quickstart_bart"], tokenizer=str(
                 REPO / "assets" / "tokenizer"), max_length=256, cache_dir=cache), args)
-        if "shared" in args.suites and args.shared_data.is_dir():
+        if "real" in args.suites and (why := missing_data_root(args.data_root)) is not None:
+            print(f"suite real: SKIPPED, {why}")
+        elif "real" in args.suites:
             tokenizer, note = minilm_tokenizer()
-            catalogue, names = shared_catalogue(args.shared_data.resolve(), Path(tmp))
-            print(f"suite shared: {len(names)} tasks from {args.shared_data}, tokenizer={note}")
-            lines += suite_rows("shared", MultiTaskDataModule(tasks=names, tokenizer=tokenizer, catalogue=catalogue,
-                                                              max_length=256, cache_dir=cache), args)
+            print(f"suite real: {len(REAL_TASKS)} tasks from {args.data_root}, tokenizer={note}")
+            lines += suite_rows("real", MultiTaskDataModule(tasks=REAL_TASKS, tokenizer=tokenizer,
+                                                            data_root=str(args.data_root), max_length=256,
+                                                            cache_dir=cache), args)
         print(f"\nmax_tokens={args.max_tokens}, max_length=256, proportional sampling, seed 0, one epoch\n")
         print("| suite | ranks x accumulation | batching | updates | real tokens | tasks / micro-batch | "
               "tasks / update |\n|---|---|---|---:|---:|---:|---:|")

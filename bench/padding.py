@@ -8,25 +8,38 @@ B defaults to the mean examples per batch of `budget+group` on that suite (so bo
 real = sum(attention_mask) / numel(attention_mask) pooled over all batches of the epoch.
 
 Run (from the repo root):
-  PYTHONPATH=. .venv/bin/python bench/padding.py [--max-tokens 4096] [--batch-size B] [--suites demo shared]
-      [--shared-data /work/shared/data] [--cache-dir DIR] [--pool-sizes 512 128]
+  PYTHONPATH=. .venv/bin/python bench/padding.py [--max-tokens 4096] [--batch-size B] [--suites demo real]
+      [--data-root DIR] [--cache-dir DIR] [--pool-sizes 512 128]
+The `real` suite reads the local copies of REAL_TASKS under a data root (--data-root, default the environment variable
+MUPPET_DATA_ROOT; docs/catalogue.md, "Local copies"); without one it is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from datamodules.catalogue import DEFAULT_CATALOGUE
-from datamodules.multitask import MultiTaskDataModule
+from datamodules.multitask import DATA_ROOT_ENV, MultiTaskDataModule
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_YAML = Path(DEFAULT_CATALOGUE) / "shared_data.yaml"
-DEFAULT_SHARED = (SHARED_YAML.parent / "../../../shared/data").resolve()
+# the real-data suite: tasks read from their local copies under a data root
+REAL_TASKS = ["sst2", "cola", "trec", "yelp_polarity", "mrpc", "stsb", "qnli", "wnli", "qqp", "snli", "hellaswag",
+              "piqa", "social_iqa", "openbookqa", "arc_easy", "arc_challenge", "cosmos_qa", "squad_v2", "xsum"]
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", type=Path, default=os.environ.get(DATA_ROOT_ENV) or None,
+                        help=f"folder of the local copies of the real suite's tasks (default: the environment "
+                             f"variable {DATA_ROOT_ENV}); without one the real suite is skipped")
+
+
+def missing_data_root(root: Path | None) -> str | None:
+    """Why the real suite cannot run (None when it can)."""
+    if root is None:
+        return f"no data root (--data-root or {DATA_ROOT_ENV}; docs/catalogue.md, \"Local copies\")"
+    return None if root.is_dir() else f"data root {root} is not a folder"
 
 
 def minilm_tokenizer() -> tuple[str, str]:
@@ -41,18 +54,6 @@ def minilm_tokenizer() -> tuple[str, str]:
     except Exception as err:  # noqa: BLE001 - any failure means: fall back
         note = f"MiniLM tokenizer failed ({type(err).__name__}: {err})"
     return str(REPO / "assets" / "tokenizer"), f"assets/tokenizer (FALLBACK: {note})"
-
-
-def shared_catalogue(shared: Path, workdir: Path) -> tuple[list[str], list[str]]:
-    """The shared_data.yaml entries with `data_files` re-rooted at `shared`; returns (catalogue files, task names)."""
-    entries: dict[str, Any] = yaml.safe_load(SHARED_YAML.read_text())
-    for spec in entries.values():
-        files = spec["source"]["data_files"]
-        for split, rel in files.items():
-            files[split] = str(shared / (SHARED_YAML.parent / rel).resolve().relative_to(DEFAULT_SHARED))
-    out = workdir / "shared_data.yaml"
-    out.write_text(yaml.safe_dump(entries, sort_keys=False))
-    return [str(out)], list(entries)
 
 
 def measure(dm: MultiTaskDataModule) -> dict[str, float]:
@@ -73,10 +74,10 @@ def measure(dm: MultiTaskDataModule) -> dict[str, float]:
             "padded_tokens": total, "max_numel": biggest}
 
 
-def run_suite(name: str, tasks: list[str], tokenizer: str, catalogue: list[str] | None,
+def run_suite(name: str, tasks: list[str], tokenizer: str, data_root: Path | None,
               args: argparse.Namespace, cache: str) -> list[str]:
-    common = dict(tasks=tasks, tokenizer=tokenizer, catalogue=catalogue, max_length=256, cache_dir=cache,
-                  seed=args.seed)
+    common = dict(tasks=tasks, tokenizer=tokenizer, data_root=data_root and str(data_root), max_length=256,
+                  cache_dir=cache, seed=args.seed)
     results = {"budget+group": measure(MultiTaskDataModule(**common, max_tokens=args.max_tokens,
                                                           group_by_length=True))}
     batch_size = args.batch_size or max(1, round(results["budget+group"]["examples"]))
@@ -100,8 +101,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=4096, help="token budget of (a) and (c)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="examples per batch of (b); default: mean examples per batch of (a) on each suite")
-    parser.add_argument("--suites", nargs="+", choices=["demo", "shared"], default=["demo", "shared"])
-    parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED, help="root of the shared data")
+    parser.add_argument("--suites", nargs="+", choices=["demo", "real"], default=["demo", "real"])
+    add_data_root(parser)
     parser.add_argument("--cache-dir", default=None, help="tokenized-dataset cache (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool-sizes", type=int, nargs="*", default=[512, 128],
@@ -112,19 +113,18 @@ def main() -> None:
         cache = args.cache_dir or str(Path(tmp) / "cache")
         batch = args.batch_size or "auto (= mean examples/batch of budget+group)"
         print(f"settings: max_tokens={args.max_tokens} batch_size={batch} max_length=256 seed={args.seed} "
-              f"suites={args.suites} shared_data={args.shared_data} cache_dir={cache}")
+              f"suites={args.suites} data_root={args.data_root} cache_dir={cache}")
         lines = []
         if "demo" in args.suites:
             print("suite demo: tasks=['quickstart_bart'], tokenizer=assets/tokenizer")
             lines += run_suite("demo", ["quickstart_bart"], str(REPO / "assets" / "tokenizer"), None, args, cache)
-        if "shared" in args.suites:
-            if not args.shared_data.is_dir():
-                print(f"suite shared: SKIPPED, {args.shared_data} does not exist (set --shared-data)")
+        if "real" in args.suites:
+            if (why := missing_data_root(args.data_root)) is not None:
+                print(f"suite real: SKIPPED, {why}")
             else:
                 tokenizer, note = minilm_tokenizer()
-                catalogue, names = shared_catalogue(args.shared_data.resolve(), Path(tmp))
-                print(f"suite shared: {len(names)} tasks from {args.shared_data}, tokenizer={note}")
-                lines += run_suite("shared", names, tokenizer, catalogue, args, cache)
+                print(f"suite real: {len(REAL_TASKS)} tasks from {args.data_root}, tokenizer={note}")
+                lines += run_suite("real", REAL_TASKS, tokenizer, args.data_root, args, cache)
         print("\n| suite | sampler | settings | batches | rows/batch | examples/batch | max R*T | R*T epoch "
               "| real tokens | tasks/batch |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
         print("\n".join(lines) if lines else "(no suite ran)")

@@ -7,15 +7,19 @@ then prints one row per target: mean +- standard deviation over seeds of the tar
 `auto` resolves to for this checkpoint. The runner's report and bar plot are written beside the CSV.
 
 Run (from the repo root; about 35 min per 18 runs on 2 cores with --jobs 2):
-  PYTHONPATH=. .venv/bin/python bench/pooling.py [--data-root /work/shared/data] [--jobs 2] [--table-only]
+  PYTHONPATH=. .venv/bin/python bench/pooling.py [--data-root DIR] [--jobs 2] [--table-only]
+DIR: local copies of the targets (docs/catalogue.md, "Local copies"; default the environment variable MUPPET_DATA_ROOT);
+docs/pooling.md's numbers were measured on them. Without a data root the targets are read from the hub.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
+from datamodules.multitask import DATA_ROOT_ENV
 from experiments import report
 from experiments.plan import Study, backbone_path, fmt_fraction
 from experiments.results import Results, parse
@@ -74,7 +78,9 @@ def auto_pooling(study: Study) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", help="folder of the shared_* datasets (default: the study's, /work/shared/data)")
+    parser.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV) or None,
+                        help=f"folder of local copies of the targets (default: the environment variable "
+                             f"{DATA_ROOT_ENV}); without one they are read from the hub")
     parser.add_argument("--output", help="parent folder of the sweep (default: logs/experiments)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (2 single-thread runs on a 2-core CPU)")
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs already in the CSV")
@@ -83,7 +89,8 @@ def main() -> None:
     folder = (Path(study.output) / study.name).resolve()
     if not args.table_only:
         folder = sweep(study, jobs=args.jobs)
-        write_report(study, folder, f"PYTHONPATH=. python bench/pooling.py --jobs {args.jobs}")
+        root = f" --data-root {args.data_root}" if args.data_root else ""
+        write_report(study, folder, f"PYTHONPATH=. python bench/pooling.py{root} --jobs {args.jobs}")
     rows = [parse(r) for r in Results(folder / "results.csv").rows.values()]
     print(f"\n{study.description}\nresults: {folder / 'results.csv'}\n")
     print("\n".join(table(study, rows)))

