@@ -50,7 +50,7 @@ class MuppetCLI(LightningCLI):
         self.datamodule.limit_max_length(self.model.backbone.max_input_length)
 
     def after_fit(self) -> None:
-        config = self.config_init["fit"]
+        config = self._config()
         predictions = next((c for c in self.trainer.callbacks if isinstance(c, WritePredictions)), None)
         EndOfFit(self.trainer, self.model, self.datamodule).run(config.get("export"), config.get("evaluate"),
                                                                 predictions)
@@ -64,9 +64,14 @@ class MuppetCLI(LightningCLI):
     def before_predict(self) -> None:
         self._resolve_last("predict")
 
+    def _config(self) -> dict:
+        """The instantiated config of the running subcommand (the whole config when built with `run=False`)."""
+        return self.config_init[self.subcommand] if self.subcommand else self.config_init
+
     def _resolve_last(self, subcommand: str) -> None:
-        if self.config_init[subcommand].get("ckpt_path") == "last":
-            self.config_init[subcommand]["ckpt_path"] = str(last_checkpoint(self.trainer))
+        config = self._config()
+        if config.get("ckpt_path") == "last":
+            config["ckpt_path"] = str(last_checkpoint(self.trainer))
 
 
 TRAINER_DEFAULTS = {

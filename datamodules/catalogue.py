@@ -53,6 +53,10 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".", data
         raise CatalogueError(f"unknown field(s) {unknown} for family '{family_name}'; allowed: {sorted(known)}",
                              task=name, field=unknown[0])
     _check_types(name, entry, {**GENERIC_TYPES, **family.field_types})
+    unknown_local = sorted(set(entry.get("local") or {}) - (known - {"local"}))
+    if unknown_local:
+        raise CatalogueError(f"unknown field(s) {unknown_local} in field 'local'; allowed: {sorted(known - {'local'})}",
+                             task=name, field="local")
     if data_root is not None and entry.get("local"):
         entry = {**entry, **entry["local"]}
         _check_types(name, entry, {**GENERIC_TYPES, **family.field_types})

@@ -73,7 +73,9 @@ def test_shipped_config_instantiates_and_trains_on_cpu(config_path, tmp_path):
     assert trainer.gradient_clip_val == config["trainer"].get("gradient_clip_val")
     assert trainer.precision == config["trainer"].get("precision", "32-true")
     assert module.hparams.r3f_lambda == config["model"].get("r3f_lambda", 0.0)
+    cli.before_fit()
     trainer.fit(module, datamodule=cli.datamodule)
+    cli.after_fit()  # the end of fit, as `train.py fit` runs it: export (the best weights)
     assert trainer.global_step == 3
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert trainer.callback_metrics["val/score"] >= 0

@@ -9,9 +9,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, Value
 
 from core.batch import SOURCE_INDEX, BatchKey
+from core.errors import DataValidationError
+from core.errors import DataValidationError
 from core.task_spec import BOOL, COLUMN, TaskSpec
 from datamodules.families.base import DataFamily, EntryProblem, column, encoded
 
@@ -68,6 +70,19 @@ def answers_bad(context: Any, answers: Any, allow_no_answer: bool) -> bool:
                                             or context[s:s + len(t)] != t for t, s in zip(texts, starts))
 
 
+def scalar_answers(features: Any, name: str, locate: bool) -> str | None:
+    """What of the (possibly dotted) answers column `name` holds one value per example where lists belong (the
+    column's type says: a JSON file with `{"text": "Denver", "answer_start": 12}` loads as a struct of scalars), or
+    None."""
+    feature = features
+    for key in name.split("."):
+        feature = feature.get(key) if isinstance(feature, dict) else None
+    if locate:
+        return "one string per example" if isinstance(feature, Value) else None
+    scalars = [k for k in ("text", "answer_start") if isinstance(feature, dict) and isinstance(feature.get(k), Value)]
+    return f"one {' and one '.join(scalars)} per example" if scalars else None
+
+
 class Span(DataFamily):
     name = "span"
     Fields = SpanFields
@@ -100,8 +115,14 @@ class Span(DataFamily):
     def prepare_raw(self, spec: TaskSpec, dataset: Dataset, split: str) -> Dataset:
         """`locate_answers`: replace the answer-string list column by `{text, answer_start}` located in the context;
         duplicates are dropped, and so are strings not in the context (the checks then name any example left with no
-        answer)."""
-        if not spec.fields.locate_answers:
+        answer). Answers given as scalars instead of lists are named here, from the column's type."""
+        fields = spec.fields
+        scalars = scalar_answers(dataset.features, fields.answers, fields.locate_answers)
+        if scalars:
+            lists = '["Denver", "Boulder"]' if fields.locate_answers else '{"text": ["Denver"], "answer_start": [12]}'
+            raise DataValidationError(f"task '{spec.name}', split '{split}': field '{fields.answers}' holds {scalars}; "
+                                      f"it takes lists, e.g. {lists}")
+        if not fields.locate_answers:
             return dataset
         answers_column, context_column = spec.fields.answers, spec.inputs[1]
 
@@ -121,8 +142,16 @@ class Span(DataFamily):
         def preprocess(examples: dict[str, list], indices: list[int] | None = None) -> dict[str, list]:
             questions = [q.lstrip() for q in column(examples, spec.inputs[0])]
             contexts, answers = column(examples, spec.inputs[1]), column(examples, spec.fields.answers)
-            enc = tok(questions, contexts, truncation="only_second", max_length=lengths.max_length,
-                      stride=lengths.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+            try:
+                enc = tok(questions, contexts, truncation="only_second", max_length=lengths.max_length,
+                          stride=lengths.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+            except Exception as error:  # noqa: BLE001 - the tokenizer's own error (a Rust panic type) has no class
+                longest = max(len(tok(q)["input_ids"]) for q in questions)
+                raise DataValidationError(
+                    f"task '{spec.name}': a question of {longest} tokens leaves no room for its context windows with "
+                    f"data.max_length {lengths.max_length} and data.doc_stride {lengths.doc_stride}; raise "
+                    f"data.max_length or lower data.doc_stride ({str(error).splitlines()[0] if str(error) else ''})"
+                ) from error
             out: dict[str, list] = {**encoded(enc), "length": [len(x) for x in enc["input_ids"]],
                                     "start_positions": [], "end_positions": []}
             if for_eval:
