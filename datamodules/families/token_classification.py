@@ -58,8 +58,8 @@ def word_prefix(tok: PreTrainedTokenizerBase) -> str:
     """"" when the tokenizer encodes a pre-split word as it encodes that word inside running text (WordPiece, or
     byte-level BPE with `add_prefix_space`); " " when a word needs a leading space for that (byte-level BPE without
     it, e.g. roberta-base's own tokenizer: run_ner then loads it with `add_prefix_space=True`)."""
-    running = tok("a Paris", add_special_tokens=False)["input_ids"][len(tok("a", add_special_tokens=False)
-                                                                         ["input_ids"]):]
+    first = len(tok("a", add_special_tokens=False)["input_ids"])
+    running = tok("a Paris", add_special_tokens=False)["input_ids"][first:]  # " Paris" inside running text
 
     def second_word(prefix: str) -> list[int]:
         enc = tok([prefix + "a", prefix + "Paris"], is_split_into_words=True, add_special_tokens=False)
