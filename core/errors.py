@@ -35,7 +35,10 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint or export that is missing, damaged, or does not match the run."""
 
     def __init__(self, path: str, message: str, option: str = "checkpoint") -> None:
-        super().__init__(f"{option} '{path}': {message}")
+        """message: what is wrong with it; a sentence about the file ("is not ...", "has no ...") follows its name,
+        anything else follows a colon ("--ckpt_path 'x.ckpt': no such file")."""
+        verb = message.split(" ", 1)[0] in ("is", "does", "has", "was", "stores", "its")
+        super().__init__(f"{option} '{path}'{' ' if verb else ': '}{message}")
         self.path, self.option = path, option
 
 

@@ -203,7 +203,8 @@ class MultiTaskDataModule(L.LightningDataModule):
                 self.eval_sets[split] = [self._preprocessed(s, "test" if "test" in s.splits else "validation")
                                          for s in self.specs]
             elif split != "train":
-                self.eval_sets[split] = [self._preprocessed(s, split) if split in s.splits else None for s in self.specs]
+                self.eval_sets[split] = [self._preprocessed(s, split) if split in s.splits else None
+                                         for s in self.specs]
 
     # ---- loaders -------------------------------------------------------------------------------------------------
     def _collator(self) -> MultiTaskCollator:

@@ -10,7 +10,6 @@ example is seen exactly once per epoch. Only index arrays are held, never batche
 
 from __future__ import annotations
 
-import bisect
 from typing import Iterator
 
 import numpy as np

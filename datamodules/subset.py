@@ -15,7 +15,8 @@ from core.errors import OptionError
 def check_subset(fraction: float | None, examples: int | None) -> None:
     """Raise a ValueError naming the option when the subset options are not usable."""
     if fraction is not None and examples is not None:
-        raise OptionError("data.train_fraction", "data.train_fraction and data.train_examples are both set; set one of them")
+        raise OptionError("data.train_fraction", "data.train_fraction and data.train_examples are both set; set one "
+                                                 "of them")
     if fraction is not None and (isinstance(fraction, bool) or not 0 < fraction <= 1):
         raise OptionError("data.train_fraction", f"data.train_fraction must be in (0, 1], got {fraction!r}")
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):

@@ -68,7 +68,8 @@ def lines(spec: TaskSpec, split: str, records: list[dict], rows: dict[str, list]
     out = []
     for record in records:
         i = record["index"]
-        line = {"index": i, **({"id": ids[i]} if ids is not None else {}), "split": split, **(shown[i] if shown else {})}
+        line = {"index": i, **({"id": ids[i]} if ids is not None else {}), "split": split,
+                **(shown[i] if shown else {})}
         out.append({**line, **family.prediction_extras(spec, record["prediction"]), "prediction": record["prediction"]})
     return out
 

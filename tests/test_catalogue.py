@@ -206,8 +206,9 @@ def test_no_entry_validates_on_a_test_split():
         assert not validation.startswith("test"), spec.name
         local = spec.local or {}
         if spec.name in UPSTREAM_TEST_FILES:
-            assert (local.get("validation_from_train") or spec.validation_from_train) and UPSTREAM_TEST_FILES[spec.name] not in (
-                local.get("splits") or {}).get("validation", ""), spec.name
+            carved = local.get("validation_from_train") or spec.validation_from_train
+            local_validation = (local.get("splits") or {}).get("validation", "")
+            assert carved and UPSTREAM_TEST_FILES[spec.name] not in local_validation, spec.name
         assert spec.splits["validation"] != spec.splits["train"] or spec.validation_from_train, spec.name
         files = spec.source.get("data_files")
         if isinstance(files, dict):

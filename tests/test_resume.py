@@ -48,6 +48,7 @@ def command(catalogue: Path, out: Path, max_steps: int, *extra: str) -> list[str
             f"--data.batch_size={BATCHES}", "--data.max_eval_examples=10", f"--data.cache_dir={out.parent}/cache",
             f"--trainer.max_steps={max_steps}", "--trainer.val_check_interval=10", "--trainer.log_every_n_steps=5",
             "--checkpoint.monitor=null", "--checkpoint.filename=step{step}", "--checkpoint.every_n_train_steps=4",
+            "--latest.every_n_train_steps=4",
             "--export.use_best=false", "--trainer.callbacks+=tests.recording.BatchLog",
             "--trainer.callbacks+=tests.recording.KillAt", f"--trainer.logger.init_args.save_dir={out}", *extra]
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.update import NonFiniteLossError
 from tests.conftest import ROOT, demo_datamodule
+from tests.recording import check_ddp_gradients
 from tests.test_cli import OFFLINE
 from tests.test_resume import TASKS, command, small_catalogue  # noqa: F401 (fixture)
 from tests.test_training import constant_lr
@@ -73,11 +74,11 @@ def test_absent_heads_keep_their_state_under_two_process_ddp(small_catalogue, tm
     out = tmp_path / "run"
     args = command(small_catalogue, out, 12, "--trainer.devices=2", "--trainer.strategy=ddp",
                    "--data.batching=task_per_batch", "--trainer.callbacks+=tests.recording.HeadLog",
-                   "--model.shared_heads=[]")
-    env = {**OFFLINE, "MUPPET_HEAD_LOG": str(tmp_path / "heads")}
+                   "--trainer.callbacks+=tests.recording.GradientLog", "--model.shared_heads=[]")
+    env = {**OFFLINE, "MUPPET_HEAD_LOG": str(tmp_path / "heads"), "MUPPET_GRADIENT_LOG": str(tmp_path / "grads")}
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "find_unused_parameters" not in result.stderr
+    assert check_ddp_gradients(str(tmp_path / "grads")) == 12  # no unused-parameter search, no gradient missing
     for rank in (0, 1):
         log = [json.loads(line) for line in Path(f"{tmp_path}/heads.rank{rank}").read_text().splitlines()]
         absent_seen = 0
@@ -186,6 +187,8 @@ def test_last_checkpoint_follows_every_validation_even_without_improvement(tmp_p
     improvement."""
     from lightning.pytorch.demos.boring_classes import BoringModel
 
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     from lightning_modules.checkpoint_io import LatestCheckpoint
 
     class FlatScore(BoringModel):
@@ -193,9 +196,17 @@ def test_last_checkpoint_follows_every_validation_even_without_improvement(tmp_p
             self.log("val/score", 0.5)  # never improves after the first validation
             return super().validation_step(batch, batch_idx)
 
-    saver = LatestCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", save_last=True, filename="best")
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", filename="best")
+    steps = []
+
+    class Steps(L.Callback):  # what last.ckpt holds when the next validation starts (checkpoints save after it)
+        def on_validation_start(self, trainer, pl_module):
+            if (tmp_path / "last.ckpt").exists():
+                steps.append(torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"])
     trainer = L.Trainer(max_steps=12, val_check_interval=4, limit_val_batches=1, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[saver])
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[best, LatestCheckpoint(dirpath=tmp_path), Steps()])
     trainer.fit(FlatScore())
     assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 4
-    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 12
+    steps.append(torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"])
+    assert steps == [4, 8, 12] and sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]

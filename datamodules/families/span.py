@@ -13,7 +13,6 @@ from datasets import Dataset, Value
 
 from core.batch import SOURCE_INDEX, BatchKey
 from core.errors import DataValidationError
-from core.errors import DataValidationError
 from core.task_spec import BOOL, COLUMN, TaskSpec
 from datamodules.families.base import DataFamily, EntryProblem, column, encoded
 
