@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from datamodules.catalogue import Catalogue
 from core.metrics import SquadScore
+from datamodules.catalogue import Catalogue
 from lightning_modules.predictions import lines
 from tests.conftest import ROOT, demo_datamodule
 from tests.test_cli import TINY_MODEL, train
@@ -118,3 +119,31 @@ def test_the_predict_subcommand_on_one_process_writes_the_same_predictions(ddp_r
                 assert math.isclose(a["prediction"], b["prediction"], rel_tol=1e-4, abs_tol=1e-5)
             else:
                 assert a == b, task
+
+
+@pytest.mark.slow
+def test_end_of_fit_stages_under_ddp_use_the_weights_each_asks_for(tmp_path):
+    """One 2-process DDP fit: the final evaluation asks for the best weights, the predictions for the last (the run
+    ends at step 12, after its last validation at 10): each gets its own, through `ckpt_path`."""
+    result = train("fit", *RUN, "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=12",
+                   "--trainer.val_check_interval=5", "--data.max_tokens=null", "--data.batch_size=8",
+                   f"--data.cache_dir={tmp_path}/c", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                   "--evaluate.weights=best", "--predictions.after_fit=true", "--predictions.weights=last",
+                   f"--predictions.dirpath={tmp_path}/preds", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "muppet" / "version_0"
+    report = json.loads((run / "final_metrics.json").read_text())
+    assert Path(report["checkpoint"]).name.startswith("step") and report["step"] in (5, 10)
+    final = run / "checkpoints" / "final.ckpt"
+    assert torch.load(final, map_location="cpu", weights_only=False)["global_step"] == 12
+    again = train("predict", *RUN, f"--data.cache_dir={tmp_path}/c", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                  f"--ckpt_path={final}", f"--predictions.dirpath={tmp_path}/from_final")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for line, reference in zip(read(tmp_path / "preds", "demo_sentiment"), read(tmp_path / "from_final",
+                                                                                "demo_sentiment")):
+        torch.testing.assert_close(line["prediction"]["probabilities"], reference["prediction"]["probabilities"])
+    validated = train("validate", *RUN, f"--data.cache_dir={tmp_path}/c",
+                      f"--trainer.logger.init_args.save_dir={tmp_path}", f"--ckpt_path={report['checkpoint']}")
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    score = re.search(r"val at step \d+: score ([0-9.]+)", validated.stderr + validated.stdout)
+    assert score and math.isclose(float(score.group(1)), report["validation"]["score"], abs_tol=1e-4)
