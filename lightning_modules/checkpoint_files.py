@@ -39,7 +39,7 @@ def load_checkpoint(path: str | Path, option: str = "model.init_from") -> dict[s
     try:
         parts = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except READ_ERRORS as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = str(error).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(error).strip() else ""
         raise CheckpointError(str(path), f"is not a readable Lightning checkpoint (damaged or truncated?) "
                                          f"({type(error).__name__}: {first})", option) from error
     if not isinstance(parts, dict) or "state_dict" not in parts:

@@ -9,6 +9,7 @@ key) and `muppet_tasks.json` (the task specs the heads were trained on, with eac
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,13 @@ def read_export_heads(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
                                   "model.init_from")
     try:
         heads = torch.load(folder / HEADS_FILE, map_location="cpu")
-        tasks = json.loads((folder / TASKS_FILE).read_text())
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(str(folder), f"its {HEADS_FILE} or {TASKS_FILE} cannot be read ({error})",
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        first = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(str(folder), f"its {HEADS_FILE} cannot be read (damaged or truncated?) ({first})",
                               "model.init_from") from error
-    return heads, {t["name"]: t["head"] for t in tasks}
+    try:
+        keys = {t["name"]: t["head"] for t in json.loads((folder / TASKS_FILE).read_text())}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(str(folder), f"its {TASKS_FILE} is not a list of tasks with 'name' and 'head' "
+                                           f"({type(error).__name__}: {error})", "model.init_from") from error
+    return heads, keys
