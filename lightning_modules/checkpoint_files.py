@@ -40,8 +40,10 @@ def load_checkpoint(path: str | Path, option: str = "model.init_from") -> dict[s
         parts = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except READ_ERRORS as error:
         first = str(error).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(error).strip() else ""
-        raise CheckpointError(str(path), f"is not a readable Lightning checkpoint (damaged or truncated?) "
-                                         f"({type(error).__name__}: {first})", option) from error
+        kind = "a Lightning checkpoint nor an export folder" if option == "model.init_from" \
+            else "a readable Lightning checkpoint"
+        raise CheckpointError(str(path), f"is not {kind} (damaged or truncated?) ({type(error).__name__}: {first})",
+                              option) from error
     if not isinstance(parts, dict) or "state_dict" not in parts:
         raise CheckpointError(str(path), "is not a Lightning checkpoint (no 'state_dict' in it)", option)
     return parts

@@ -70,6 +70,10 @@ def synthetic_row(spec, i: int) -> dict:
             put(row, spec.answers, {"text": [] if unanswerable else [answer],
                                     "answer_start": [] if unanswerable else [context.index(answer)]})
         put(row, spec.inputs[1], context)
+    elif spec.family == "token_classification":
+        words = text(i).split()
+        put(row, spec.inputs[0], words)
+        put(row, spec.label, [(i + k) % len(spec.label_names) for k in range(len(words))])
     else:
         put(row, spec.target, text(i + 5, 5))
     if spec.id:
