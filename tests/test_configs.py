@@ -5,6 +5,7 @@ inspected, not run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,11 +76,17 @@ def test_shipped_config_instantiates_and_trains_on_cpu(config_path, tmp_path):
     assert module.hparams.r3f_lambda == config["model"].get("r3f_lambda", 0.0)
     cli.before_fit()
     trainer.fit(module, datamodule=cli.datamodule)
-    cli.after_fit()  # the end of fit, as `train.py fit` runs it: export (the best weights)
+    assert trainer.callback_metrics["val/score"] >= 0
+    cli.after_fit()  # the end of fit as `train.py fit` runs it: export, and the config's evaluation and predictions
     assert trainer.global_step == 3
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    assert trainer.callback_metrics["val/score"] >= 0
-    assert (Path(trainer.log_dir) / "export" / "muppet_heads.pt").exists()
+    run = Path(trainer.log_dir)
+    assert (run / "export" / "muppet_heads.pt").exists()
+    if (config.get("evaluate") or {}).get("weights"):
+        report = json.loads((run / "final_metrics.json").read_text())
+        assert report["weights"] == config["evaluate"]["weights"] and report["validation"]["score"] >= 0
+    if (config.get("predictions") or {}).get("after_fit"):
+        assert list((run / "predictions").glob("*.jsonl"))
 
 
 def test_the_fsdp_config_wraps_bart_layers_with_original_parameters(tmp_path):
