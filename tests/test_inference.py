@@ -1,0 +1,110 @@
+"""Inference on raw rows (lightning_modules/inference.py) gives what `predict` writes for the same weights, rows and
+tasks, from an export folder and from a checkpoint; a RoBERTa classification task exported as a standard Hugging Face
+folder (lightning_modules/hf_export.py) gives the same logits through AutoModelForSequenceClassification and label
+names through pipeline("text-classification")."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_modules.inference import Predictor, main
+from lightning_modules.muppet import MuppetModule
+from lightning_modules.predictions import WritePredictions
+from tests.conftest import ROOT, demo_datamodule
+
+TASKS = ["demo_sentiment", "demo_topic_pair", "demo_rating", "demo_choice", "demo_span"]
+FOLDERS = {"demo_sentiment": "sentiment", "demo_topic_pair": "topic_pair", "demo_rating": "rating",
+           "demo_choice": "choice", "demo_span": "span"}
+EXAMPLES, BATCH = 8, 4
+
+
+def source(task: str) -> list[dict]:
+    path = ROOT / "data" / "demo" / FOLDERS[task] / "validation.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()[:EXAMPLES]]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_roberta, demo_cache, tmp_path_factory):
+    """(export folder, checkpoint, predictions folder of `predict` with those weights) after 3 training steps."""
+    folder = tmp_path_factory.mktemp("inference")
+    data = demo_datamodule(TASKS, demo_cache, batch_size=8, max_eval_examples=EXAMPLES, eval_batch_size=BATCH)
+    module = MuppetModule(backbone=tiny_roberta, task_specs=data.task_specs)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
+                        default_root_dir=str(folder), callbacks=[WritePredictions(str(folder / "predictions"))])
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(folder / "run.ckpt")
+    module.export_pretrained(folder / "export")
+    trainer.predict(module, datamodule=data)  # what `train.py predict` writes for these weights
+    return folder / "export", folder / "run.ckpt", folder / "predictions"
+
+
+def expected(predictions, task: str) -> list[dict]:
+    return [json.loads(line) for line in (predictions / f"{task}.jsonl").read_text().splitlines()]
+
+
+def test_inference_from_an_export_writes_what_predict_writes(trained):
+    export, _, predictions = trained
+    predictor = Predictor.load(export)
+    assert predictor.tasks == TASKS and predictor.module.backbone.pooling == "first"
+    for task in TASKS:
+        assert predictor.lines(task, source(task), batch_size=BATCH, split="validation") == \
+               expected(predictions, task), task
+
+
+@pytest.fixture(scope="module")
+def from_checkpoint(trained) -> Predictor:
+    return Predictor.load(trained[1])
+
+
+def test_inference_from_a_checkpoint_writes_what_predict_writes(trained, from_checkpoint):
+    assert from_checkpoint.module.backbone.pooling == "first"
+    for task in ("demo_sentiment", "demo_span"):
+        assert from_checkpoint.lines(task, source(task), batch_size=BATCH, split="validation") == \
+               expected(trained[2], task), task
+
+
+@pytest.mark.parametrize("task,gold", [("demo_sentiment", "label"), ("demo_rating", "stars"),
+                                       ("demo_choice", "answer"), ("demo_span", "answers")])
+def test_rows_without_gold_are_predicted_alike_in_other_batch_shapes(trained, from_checkpoint, task, gold):
+    """The family's preprocess reads a target: rows without one get a placeholder; the lines show no gold. Other
+    batch shapes give the same predictions up to float rounding."""
+    bare = [{k: v for k, v in row.items() if k != gold} for row in source(task)]
+    got = from_checkpoint.lines(task, bare, batch_size=5)
+    assert all("gold" not in line for line in got)
+    for line, reference in zip(got, expected(trained[2], task), strict=True):
+        prediction = reference["prediction"]
+        if isinstance(prediction, dict):
+            assert line["prediction"]["label"] == prediction["label"]
+            torch.testing.assert_close(line["prediction"]["probabilities"], prediction["probabilities"])
+        elif isinstance(prediction, float):
+            assert line["prediction"] == pytest.approx(prediction, abs=1e-5)
+        else:
+            assert line["prediction"] == prediction
+
+
+def test_the_command_writes_jsonl(trained, tmp_path, capsys):
+    export, _, predictions = trained
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in source("demo_choice")))
+    main(["--model", str(export), "--task", "demo_choice", "--input", str(rows), "--output",
+          str(tmp_path / "out.jsonl"), "--batch-size", str(BATCH), "--split", "validation", "--device", "cpu"])
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert got == expected(predictions, "demo_choice")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(export), "--task", "nope", "--input", str(rows), "--device", "cpu"])
+    assert exit_.value.code == 2 and "its tasks: ['demo_sentiment'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_inference_on_a_gpu(trained):
+    export, _, predictions = trained
+    got = Predictor.load(export, device="cuda").lines("demo_sentiment", source("demo_sentiment"), BATCH,
+                                                      split="validation")
+    want = expected(predictions, "demo_sentiment")
+    assert [line["prediction"]["label"] for line in got] == [line["prediction"]["label"] for line in want]
