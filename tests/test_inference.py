@@ -10,7 +10,11 @@ import json
 import lightning as L
 import pytest
 import torch
+from transformers import (AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, pipeline)
 
+from datamodules.catalogue import Catalogue
+from lightning_modules.hf_export import NotStandard, save_standard, status
 from lightning_modules.inference import Predictor, main
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.predictions import WritePredictions
@@ -108,3 +112,63 @@ def test_inference_on_a_gpu(trained):
                                                       split="validation")
     want = expected(predictions, "demo_sentiment")
     assert [line["prediction"]["label"] for line in got] == [line["prediction"]["label"] for line in want]
+
+
+# ---- standard Hugging Face folders ----------------------------------------------------------------------------------
+def module_logits(predictor: Predictor, task: str, rows: list[dict]) -> tuple[dict, torch.Tensor]:
+    """(the collated batch, the task head's logits) of the project's own model."""
+    batch = predictor.collator([row for example in predictor.encode(task, rows) for row in example])
+    with torch.no_grad():
+        _, logits = predictor.module(batch)
+    return batch, logits[predictor.tasks.index(task)][1]
+
+
+def test_a_roberta_classification_task_exports_as_a_standard_folder(trained, tmp_path):
+    predictor = Predictor.load(trained[0])
+    rows = source("demo_sentiment")
+    save_standard(predictor.module, "demo_sentiment", tmp_path / "hf")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert type(model).__name__ == "RobertaForSequenceClassification"
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    batch, expected_logits = module_logits(predictor, "demo_sentiment", rows)
+    with torch.no_grad():
+        got = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    print(f"max abs logit difference: {(got - expected_logits).abs().max().item():.3g}")
+    torch.testing.assert_close(got, expected_logits, rtol=0, atol=1e-5)
+    classify = pipeline("text-classification", model=str(tmp_path / "hf"), device=-1)
+    labels = [out["label"] for out in classify([row["text"] for row in rows])]
+    assert labels == [line["predicted"] for line in predictor.lines("demo_sentiment", rows)]
+
+
+def test_regression_choice_and_span_heads_export_with_equal_logits(trained, tmp_path):
+    predictor = Predictor.load(trained[0])
+    for task, auto in (("demo_rating", AutoModelForSequenceClassification),
+                       ("demo_choice", AutoModelForMultipleChoice), ("demo_span", AutoModelForQuestionAnswering)):
+        save_standard(predictor.module, task, tmp_path / task)
+        model = auto.from_pretrained(tmp_path / task).eval()
+        batch, ours = module_logits(predictor, task, source(task))
+        with torch.no_grad():
+            if task == "demo_choice":  # (E * K, T) rows -> (E, K, T), three choices each
+                shape = (len(ours), -1, batch["input_ids"].shape[1])
+                got = model(input_ids=batch["input_ids"].view(shape),
+                            attention_mask=batch["attention_mask"].view(shape)).logits
+            else:
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                got = torch.stack([out.start_logits, out.end_logits], 1) if task == "demo_span" else out.logits
+        if task == "demo_span":  # equal on real tokens (the project's head masks padding)
+            real = batch["attention_mask"][:, None, :].expand_as(ours).bool()
+            got, ours = got[real], ours[real]
+        if task == "demo_rating":  # the logit is the score in stars
+            assert got.squeeze(-1).tolist() == pytest.approx(predictor.predict(task, source(task)), abs=1e-5)
+        else:
+            torch.testing.assert_close(got, ours, rtol=0, atol=1e-5, msg=task)
+
+
+def test_heads_without_a_standard_class_are_named(tiny_roberta, capsys):
+    module = MuppetModule(backbone=tiny_roberta, task_specs=[s.to_dict() for s in Catalogue.load().select(
+        ["demo_sentiment", "demo_span"])], pooling="mean")
+    table = status(module)
+    assert table["demo_span"] == "AutoModelForQuestionAnswering"
+    assert table["demo_sentiment"].startswith("not standard: task 'demo_sentiment': mean pooling: no standard class")
+    with pytest.raises(NotStandard, match="mean pooling"):
+        save_standard(module, "demo_sentiment", "unused")
