@@ -1,6 +1,7 @@
 """Callbacks that tests add to real `train.py` runs (`--trainer.callbacks+=tests.recording.BatchLog`): a log of every
-training batch per rank, and a SIGKILL of the whole run at a chosen step. Configured by environment variables, so
-the same command line serves the uninterrupted, the killed and the resumed run."""
+training batch per rank, a SIGKILL of the whole run at a chosen step, a log of each update's heads, a log of the
+gradients DDP reduced, and a planted parameter no loss uses. Configured by environment variables, so the same command
+line serves the uninterrupted, the killed and the resumed run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 
 import lightning as L
 import torch
+from torch import nn
 
 
 def fingerprint(task_id: int, rows: list[list[int]]) -> str:
@@ -75,3 +77,45 @@ class HeadLog(L.Callback):
         record = {"step": trainer.global_step, "used_heads": used, "heads": heads}
         with open(f"{path}.rank{trainer.global_rank}", "a") as file:
             file.write(json.dumps(record) + "\n")
+
+
+class GradientLog(L.Callback):
+    """After every backward, appends to `$MUPPET_GRADIENT_LOG.rank<r>` the module wrapper the strategy trains (DDP's
+    `DistributedDataParallel`), whether it searches for unused parameters, and the parameters left without a
+    gradient. Under DDP without that search a parameter with no gradient stops the run at the next forward."""
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        path = os.environ.get("MUPPET_GRADIENT_LOG")
+        if not path:
+            return
+        wrapper = trainer.strategy.model
+        record = {"step": trainer.global_step, "wrapper": type(wrapper).__name__,
+                  "find_unused_parameters": getattr(wrapper, "find_unused_parameters", None),
+                  "without_grad": [n for n, p in pl_module.named_parameters() if p.requires_grad and p.grad is None]}
+        with open(f"{path}.rank{trainer.global_rank}", "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class UnusedParameter(L.Callback):
+    """With `$MUPPET_UNUSED_PARAMETER` set, adds a layer that no loss reads (before the strategy wraps the model):
+    the mistake the DDP check has to catch."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if os.environ.get("MUPPET_UNUSED_PARAMETER"):
+            pl_module.unused_probe = nn.Linear(4, 4)
+
+
+def check_ddp_gradients(path: str, ranks: int = 2) -> int:
+    """Asserts from a `GradientLog` that every rank trained under `DistributedDataParallel` without the search for
+    unused parameters and that every parameter had a gradient after every backward; returns the steps logged."""
+    steps = set()
+    for rank in range(ranks):
+        with open(f"{path}.rank{rank}") as file:
+            records = [json.loads(line) for line in file]
+        for record in records:
+            assert record["wrapper"] == "DistributedDataParallel", record
+            assert record["find_unused_parameters"] is False, record
+            assert record["without_grad"] == [], f"rank {rank} step {record['step']}: no gradient for " \
+                                                 f"{record['without_grad']}"
+            steps.add(record["step"])
+    return len(steps)
