@@ -28,6 +28,7 @@ def train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_config_parses_offline_and_its_tasks_exist(config):
     result = train("fit", "--config", str(config), "--print_config")
@@ -47,6 +48,7 @@ def test_paper_configs_use_the_papers_optimizer_and_scale():
     assert len(bart) == 46 and any(s.family == "summarization" for s in bart)
 
 
+@pytest.mark.slow
 def test_cli_overrides_reach_the_config():
     result = train("fit", "--config", "configs/quickstart.yaml", "--trainer.max_steps=50", "--data.batch_size=16",
                    "--model.optimizer.lr=1e-5", "--print_config")
@@ -55,11 +57,13 @@ def test_cli_overrides_reach_the_config():
     assert printed["model"]["optimizer"]["init_args"]["lr"] == 1e-5
 
 
+@pytest.mark.slow
 def test_wrong_option_fails_naming_it():
     result = train("fit", "--config", "configs/quickstart.yaml", "--data.batch_sise=16")
     assert result.returncode != 0 and "batch_sise" in result.stderr
 
 
+@pytest.mark.slow
 def test_unknown_task_fails_before_anything_is_written(tmp_path):
     result = train("fit", "--config", "configs/quickstart.yaml", "--data.tasks=[demo_sentiment,not_a_task]",
                    f"--trainer.logger.init_args.save_dir={tmp_path}")
@@ -107,6 +111,7 @@ def test_two_process_cpu_ddp_with_mixed_batches_needs_no_unused_parameter_search
     assert (tmp_path / "muppet" / "version_0" / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_omegaconf_interpolation_resolves(tmp_path):
     config = tmp_path / "interpolated.yaml"
     config.write_text("data:\n  max_length: 96\n  max_target_length: ${data.max_length}\n")

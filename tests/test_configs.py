@@ -15,13 +15,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
+from datamodules.catalogue import Catalogue
 from datamodules.multitask import MultiTaskDataModule
 from lightning_modules.checkpoint_io import AtomicCheckpointIO, LatestCheckpoint
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.optim import decays
 from tests.conftest import TINY, TOKENIZER
 from tests.test_cli import CONFIGS
-from train import TRAINER_DEFAULTS, MuppetCLI
+from train import TRAINER_DEFAULTS, MuppetCLI, main
 
 DEMO = {"roberta": "[demo_sentiment,demo_topic_pair,demo_rating,demo_choice,demo_span]",
         "bart": "[demo_sentiment,demo_choice,demo_span,demo_summary]"}
@@ -59,6 +60,16 @@ def instantiate(config_path: Path, tmp_path: Path) -> CpuCLI:
         args.append("--model.init_from=null")
     return CpuCLI(MuppetModule, MultiTaskDataModule, parser_kwargs={"parser_mode": "omegaconf"},
                   trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0, run=False, args=args)
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_parses_offline_and_its_tasks_exist(config_path, capsys):
+    """train.py's own entry point in this process (test_cli.py runs it as a child process, in the slow tier)."""
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "--config", str(config_path), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert exit.value.code == 0 and printed["model"]["optimizer"] and printed["trainer"]["logger"]
+    assert Catalogue.load().select(printed["data"]["tasks"])
 
 
 @pytest.mark.slow

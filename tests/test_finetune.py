@@ -185,6 +185,7 @@ def test_a_checkpoint_without_a_stored_config_needs_the_backbone_named(demo_cach
         MuppetModule(backbone=None, init_from=str(path), task_specs=upstream.task_specs)
 
 
+@pytest.mark.slow
 def test_init_from_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     bad = tmp_path / "weights.txt"
     bad.write_text("not a checkpoint\n")

