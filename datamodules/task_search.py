@@ -22,6 +22,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.task_spec import TaskSpec
+from datamodules.families import FAMILIES
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 
 COLUMNS = ("name", "family", "source", "outputs", "mixtures", "local")
@@ -34,17 +35,8 @@ def source_of(spec: TaskSpec) -> str:
 
 
 def outputs_of(spec: TaskSpec) -> str:
-    """What the model predicts, from the entry's fields: `3 classes`, `regression`, `5 choices`, `9 tags`, `answer
-    span`, `text`."""
-    fields = spec.fields
-    if getattr(fields, "label_names", None):
-        return f"{len(fields.label_names)} tags"
-    if getattr(fields, "num_choices", None):
-        return f"{fields.num_choices} choices"
-    labels = getattr(fields, "num_labels", None)
-    if labels is not None:
-        return "regression" if labels == 1 else f"{labels} classes"
-    return "answer span" if getattr(fields, "answers", None) else "text" if getattr(fields, "target", None) else "-"
+    """What the model predicts, as the task's family says: `3 classes`, `regression`, `5 choices`, `9 tags`, ..."""
+    return FAMILIES[spec.family].outputs(spec)
 
 
 def local_files(spec: TaskSpec) -> list[Path]:

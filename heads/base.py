@@ -20,11 +20,36 @@ import torch
 from torch import nn
 
 from core.batch import BackboneOutput
+from core.errors import UserError
 from core.metrics import TaskMetrics
 from core.task_spec import TaskSpec
 
 MASKED = -1e4  # logit of positions a head must not pick (finite, so KL terms and bf16 stay well-defined)
-__all__ = ["MASKED", "BackboneOutput", "Decoding", "Head", "HeadContext"]
+__all__ = ["MASKED", "BackboneOutput", "Decoding", "Head", "HeadContext", "NotStandard", "StandardHead"]
+ROBERTA_LIKE = ("roberta", "xlm-roberta")  # their standard task classes name the backbone `roberta`
+
+
+class NotStandard(UserError, ValueError):
+    """A head that no standard Hugging Face task class reproduces; the message says why."""
+
+
+@dataclass
+class StandardHead:
+    """A head as a standard Hugging Face task model's: `auto_class` (a transformers Auto class name), the head's
+    tensors under that model's parameter names, and notes on what differs (decoding, pooler use)."""
+
+    auto_class: str
+    tensors: dict[str, torch.Tensor]
+    notes: list[str]
+
+
+def linear_tensors(prefix: str, layer: nn.Linear) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.weight": layer.weight.detach().cpu(), f"{prefix}.bias": layer.bias.detach().cpu()}
+
+
+def backbone_attribute(model_type: str) -> str:
+    """The attribute under which a standard task class keeps its backbone (`roberta`, `bert`, ...)."""
+    return "roberta" if model_type in ROBERTA_LIKE else model_type
 
 
 @dataclass(frozen=True)
@@ -81,3 +106,8 @@ class Head(nn.Module):
     def decoder_targets(self, batch: dict) -> torch.Tensor | None:
         """Generative heads: (R, L) target ids the decoder reads (shifted) for their rows; None for others."""
         return None
+
+    def standard(self, model_type: str, pooling: str) -> StandardHead:
+        """This head as a standard Hugging Face task model's over an encoder of `model_type` pooled by `pooling`
+        (lightning_modules/hf_export.py); NotStandard where no standard class reproduces it."""
+        raise NotStandard(f"no standard Hugging Face class reproduces its {type(self).__name__}")

@@ -13,7 +13,18 @@ from torch import nn
 from core.batch import BackboneOutput
 from core.metrics import label_metrics, update_label_metrics
 from core.task_spec import TaskSpec
-from heads.base import Head, HeadContext
+from heads.base import (ROBERTA_LIKE, Head, HeadContext, NotStandard, StandardHead, backbone_attribute,
+                        linear_tensors)
+
+POOLING_WHY = {"mean": "no standard class averages the tokens",
+               "pooler": "the standard classes have one dense+tanh over the first token, this head adds its own after "
+                         "the backbone's pooler"}
+
+
+def first_token_only(pooling: str) -> None:
+    """Standard classification and multiple-choice classes read the first token."""
+    if pooling != "first":
+        raise NotStandard(f"{pooling} pooling: {POOLING_WHY.get(pooling, 'standard classes read the first token')}")
 
 
 class ClassificationHead(Head):
@@ -42,6 +53,23 @@ class ClassificationHead(Head):
 
     def update_metrics(self, metrics, logits, batch, rows, decoding):
         update_label_metrics(metrics, logits.argmax(-1), batch["labels"][rows])
+
+    def output_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return linear_tensors(prefix, self.out_proj)
+
+    def standard(self, model_type, pooling):
+        """RoBERTa's `RobertaClassificationHead` is this head (dropout, dense, tanh, dropout, out_proj over the first
+        token); for BERT its dense+tanh is the model's pooler and out_proj its classifier."""
+        first_token_only(pooling)
+        if model_type in ROBERTA_LIKE:
+            return StandardHead("AutoModelForSequenceClassification", {
+                **linear_tensors("classifier.dense", self.dense), **self.output_tensors("classifier.out_proj")}, [])
+        if model_type == "bert":
+            return StandardHead("AutoModelForSequenceClassification", {
+                **linear_tensors(f"{backbone_attribute(model_type)}.pooler.dense", self.dense),
+                **self.output_tensors("classifier")}, ["the task head's dense+tanh is stored as BERT's pooler"])
+        raise NotStandard(f"{model_type}'s *ForSequenceClassification head is not dense+tanh+out_proj over the first "
+                          f"token (supported: {', '.join((*ROBERTA_LIKE, 'bert'))})")
 
 
 class RegressionHead(ClassificationHead):
@@ -82,6 +110,20 @@ class RegressionHead(ClassificationHead):
 
     def update_metrics(self, metrics, logits, batch, rows, decoding):
         update_label_metrics(metrics, self.scores(logits), batch["labels"][rows])
+
+    def output_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The output layer with the normalisation folded in: the standard model's logit is the score."""
+        std, mean = self.label_std.float().cpu(), self.label_mean.float().cpu()
+        weights = linear_tensors(prefix, self.out_proj)
+        return {f"{prefix}.weight": weights[f"{prefix}.weight"] * std, f"{prefix}.bias": weights[f"{prefix}.bias"] * std
+                + mean}
+
+    def standard(self, model_type, pooling):
+        head = super().standard(model_type, pooling)
+        head.notes.append("regression: the logit is the score in the task's units (the head's normalisation is "
+                          "folded into the output layer); pipeline('text-classification') applies a sigmoid to a "
+                          "single logit unless function_to_apply='none'")
+        return head
 
 
 def build(spec: TaskSpec, context: HeadContext) -> Head:

@@ -10,7 +10,9 @@ from torch import nn
 from core.batch import BackboneOutput
 from core.metrics import label_metrics, update_label_metrics
 from core.task_spec import TaskSpec
-from heads.base import MASKED, Head, HeadContext
+from heads.base import MASKED, ROBERTA_LIKE, Head, HeadContext, NotStandard, StandardHead, backbone_attribute, \
+    linear_tensors
+from heads.classification import first_token_only
 
 
 def group_rows(scores: torch.Tensor, example_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +54,16 @@ class MultipleChoiceHead(Head):
 
     def update_metrics(self, metrics, logits, batch, rows, decoding):
         update_label_metrics(metrics, logits.argmax(-1), correct_choices(batch, rows)[0])
+
+    def standard(self, model_type, pooling):
+        """`*ForMultipleChoice` scores pooler(first token) with one linear layer: this head's dense+tanh is the
+        pooler, its scorer the classifier."""
+        first_token_only(pooling)
+        if model_type not in (*ROBERTA_LIKE, "bert"):
+            raise NotStandard(f"{model_type}'s *ForMultipleChoice is not pooler(dense+tanh)+linear")
+        return StandardHead("AutoModelForMultipleChoice", {
+            **linear_tensors(f"{backbone_attribute(model_type)}.pooler.dense", self.dense),
+            **linear_tensors("classifier", self.scorer)}, ["the task head's dense+tanh is stored as the pooler"])
 
 
 def build(spec: TaskSpec, context: HeadContext) -> Head:

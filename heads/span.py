@@ -11,7 +11,7 @@ from torch import nn
 from core.batch import BackboneOutput
 from core.metrics import SquadScore, TaskMetrics
 from core.task_spec import TaskSpec
-from heads.base import MASKED, Head, HeadContext
+from heads.base import MASKED, Head, HeadContext, StandardHead, linear_tensors
 
 
 class SpanHead(Head):
@@ -38,6 +38,12 @@ class SpanHead(Head):
                                  [batch["offsets"][r] for r in picked], [batch["contexts"][r] for r in picked],
                                  decoding.spec.fields.allow_no_answer, decoding.max_answer_length)
         return list(answers.values())
+
+    def standard(self, model_type, pooling):
+        """`*ForQuestionAnswering`'s `qa_outputs` over the token states."""
+        return StandardHead("AutoModelForQuestionAnswering", linear_tensors("qa_outputs", self.qa_outputs),
+                            ["start/end logits equal on real tokens; answers are decoded by the pipeline's own "
+                             "post-processing (this project's: max_answer_length, no-answer at the first token)"])
 
     def make_metrics(self, spec):
         return TaskMetrics({name: SquadScore(name) for name in spec.metrics})

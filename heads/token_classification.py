@@ -15,7 +15,7 @@ from torch import nn
 from core.batch import BackboneOutput
 from core.metrics import EntityScore, SumMetric, TaskMetrics
 from core.task_spec import TaskSpec
-from heads.base import Head, HeadContext
+from heads.base import Head, HeadContext, StandardHead, linear_tensors
 
 IGNORE = -100  # `token_labels` of unlabelled positions (continuation sub-tokens, special tokens, padding)
 
@@ -55,6 +55,11 @@ class TokenClassificationHead(Head):
         best = logits.argmax(-1).tolist()  # (R_t, T)
         return [[names[tags[p]] if p >= 0 else "O" for p in batch["word_starts"][r]]
                 for tags, r in zip(best, rows.tolist())]
+
+    def standard(self, model_type, pooling):
+        """`*ForTokenClassification`'s `classifier` over the token states."""
+        return StandardHead("AutoModelForTokenClassification", linear_tensors("classifier", self.classifier),
+                            ["tags per sub-token; this project scores a word by its first sub-token"])
 
     def make_metrics(self, spec: TaskSpec) -> TaskMetrics:
         return TaskMetrics({name: TokenAccuracy() if name == "token_accuracy" else EntityScore(name)

@@ -1,6 +1,7 @@
 """Checkpoints that survive a kill during the write, and the run's `last.ckpt`. Writes go to `<name>.partial`
-beside the target, fsync, then an atomic rename over it. (Lightning's own transactional save writes to the system temp folder and moves the file, which is
-a copy, not a rename, when the checkpoint folder is on another filesystem, as on most clusters.)"""
+beside the target, fsync, then an atomic rename over it. (Lightning's own transactional save writes to the system
+temp folder and moves the file, which is a copy, not a rename, when the checkpoint folder is on another filesystem,
+as on most clusters.)"""
 
 from __future__ import annotations
 

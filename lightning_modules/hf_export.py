@@ -2,19 +2,12 @@
 the task's head computes (at eval: dropout off), so `AutoModelFor...from_pretrained(folder)` and `pipeline(...)` run it
 without this project:
 
-| head (pooling)                       | backbone                   | standard class                                   |
-|--------------------------------------|----------------------------|--------------------------------------------------|
-| classification, regression (`first`) | roberta, xlm-roberta       | *ForSequenceClassification (dense+tanh+out_proj) |
-| classification, regression (`first`) | bert                       | BertForSequenceClassification (pooler)           |
-| multiple choice (`first`)            | roberta, xlm-roberta, bert | *ForMultipleChoice (dense+tanh = pooler)         |
-| span                                 | encoders with `qa_outputs` | *ForQuestionAnswering                            |
-| token classification                 | encoders with `classifier` | *ForTokenClassification                          |
-
-Not standard (a clear error, and the project's own API, lightning_modules/inference.py, serves them): `mean` pooling
-(no standard class averages the tokens), `pooler` pooling (BERT's pooler followed by this head's own dense+tanh: two
-layers where the standard class has one), encoder-decoders (BART's `eos` heads; summarization needs no conversion:
-an export folder of a BART model already loads with AutoModelForSeq2SeqLM), other backbones' classification heads
-(ELECTRA's uses gelu, DeBERTa's ContextPooler its own activation).
+Each head says what it is as a standard class (`Head.standard` in its file under heads/): today first-token
+classification and regression on RoBERTa/XLM-R (`*ForSequenceClassification`) and BERT (its dense+tanh as the
+pooler), first-token multiple choice (`*ForMultipleChoice`), span QA (`*ForQuestionAnswering`) and token
+classification (`*ForTokenClassification`). Where none reproduces a head (mean or pooler pooling, other backbones'
+classification heads, encoder-decoders) the error says why, and the project's own API (lightning_modules/inference.py)
+serves the task; a generative task needs no conversion: an export folder of BART loads with AutoModelForSeq2SeqLM.
 
     python -m lightning_modules.hf_export --model exported/                      # which task exports to what
     python -m lightning_modules.hf_export --model exported/ --task rte --output rte-hf/
@@ -28,87 +21,34 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
-from transformers import (AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
-                          AutoModelForSequenceClassification, AutoModelForTokenClassification, PreTrainedModel)
+import transformers
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from core.errors import UserError
 from datamodules.families.base import label_names
-from heads.classification import ClassificationHead, RegressionHead
-from heads.multiple_choice import MultipleChoiceHead
-from heads.span import SpanHead
-from heads.token_classification import TokenClassificationHead
+from heads.base import NotStandard
 from lightning_modules.inference import load_module
 from lightning_modules.muppet import MuppetModule
 
 NOTE_FILE = "muppet_standard.json"
-ROBERTA_LIKE, POOLED = ("roberta", "xlm-roberta"), ("roberta", "xlm-roberta", "bert")
-
-
-class NotStandard(UserError, ValueError):
-    """A task whose head no standard Hugging Face class reproduces; the message says why."""
-
-
-def _linear(prefix: str, layer: nn.Linear) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.weight": layer.weight.detach().cpu(), f"{prefix}.bias": layer.bias.detach().cpu()}
-
-
-def _out_proj(head: ClassificationHead, prefix: str) -> dict[str, torch.Tensor]:
-    """The output layer; a regression head's normalisation (mean, std) folded in: the logit is the score."""
-    weights = _linear(prefix, head.out_proj)
-    if isinstance(head, RegressionHead):
-        std, mean = head.label_std.float().cpu(), head.label_mean.float().cpu()
-        weights = {f"{prefix}.weight": weights[f"{prefix}.weight"] * std,
-                   f"{prefix}.bias": weights[f"{prefix}.bias"] * std + mean}
-    return weights
 
 
 def standard_head(module: MuppetModule, task: str) -> tuple[type, dict[str, torch.Tensor], list[str]]:
-    """(the Auto class, the head's tensors under the standard model's names, notes); NotStandard says why not."""
+    """(the Auto class, the head's tensors under the standard model's names, notes), as the task's head gives them
+    (`Head.standard`); NotStandard says why not."""
     names = [s.name for s in module.specs]
     if task not in names:
         raise NotStandard(f"'{task}' is not a task of this model; its tasks: {names}")
-    head, config = module.head_of(names.index(task)), module.backbone.config
-    kind, pooling = config.model_type, module.backbone.pooling
-    prefix = "roberta" if kind in ROBERTA_LIKE else kind  # the standard classes' backbone attribute
+    config = module.backbone.config
     if module.backbone.is_encoder_decoder:
-        raise NotStandard(f"task '{task}': {kind} is an encoder-decoder; its heads read the decoder state at the "
-                          f"final EOS, which no standard class here is verified to reproduce (summarization needs no "
-                          f"conversion: the export folder loads with AutoModelForSeq2SeqLM)")
-    if isinstance(head, (ClassificationHead, MultipleChoiceHead)) and pooling != "first":
-        why = {"mean": "no standard class averages the tokens",
-               "pooler": "the standard classes have one dense+tanh over the first token, this head adds its own "
-                         "after the backbone's pooler"}.get(pooling, "standard classes read the first token")
-        raise NotStandard(f"task '{task}': {pooling} pooling: {why}; predict with lightning_modules.inference "
-                          f"instead")
-    if isinstance(head, ClassificationHead):
-        notes = [("regression: the logit is the score in the task's units (the head's normalisation is folded into "
-                 "the output layer); pipeline('text-classification') applies a sigmoid to a single logit unless "
-                 "function_to_apply='none'")] if isinstance(head, RegressionHead) else []
-        if kind in ROBERTA_LIKE:
-            return (AutoModelForSequenceClassification,
-                    {**_linear("classifier.dense", head.dense), **_out_proj(head, "classifier.out_proj")}, notes)
-        if kind == "bert":
-            return (AutoModelForSequenceClassification,
-                    {**_linear(f"{prefix}.pooler.dense", head.dense), **_out_proj(head, "classifier")},
-                    notes + ["the task head's dense+tanh is stored as BERT's pooler"])
-        raise NotStandard(f"task '{task}': {kind}'s *ForSequenceClassification head is not dense+tanh+out_proj over "
-                          f"the first token (supported: {', '.join(POOLED)})")
-    if isinstance(head, MultipleChoiceHead):
-        if kind not in POOLED:
-            raise NotStandard(f"task '{task}': {kind}'s *ForMultipleChoice is not pooler(dense+tanh)+linear "
-                              f"(supported: {', '.join(POOLED)})")
-        return (AutoModelForMultipleChoice, {**_linear(f"{prefix}.pooler.dense", head.dense),
-                                             **_linear("classifier", head.scorer)},
-                ["the task head's dense+tanh is stored as the pooler"])
-    if isinstance(head, SpanHead):
-        return (AutoModelForQuestionAnswering, _linear("qa_outputs", head.qa_outputs),
-                [("start/end logits equal on real tokens; answers are decoded by the pipeline's own post-processing "
-                 "(this project's: max_answer_length, no-answer at the first token)")])
-    if isinstance(head, TokenClassificationHead):
-        return AutoModelForTokenClassification, _linear("classifier", head.classifier), \
-            ["tags per sub-token; this project scores a word by its first sub-token"]
-    raise NotStandard(f"task '{task}': no standard Hugging Face class reproduces its {type(head).__name__}")
+        raise NotStandard(f"task '{task}': {config.model_type} is an encoder-decoder; its heads read the decoder state "
+                          f"at the final EOS, which no standard class here is verified to reproduce (a generative "
+                          f"task needs no conversion: the export folder loads with AutoModelForSeq2SeqLM)")
+    try:
+        head = module.head_of(names.index(task)).standard(config.model_type, module.backbone.pooling)
+    except NotStandard as error:
+        raise NotStandard(f"task '{task}': {error}; predict with lightning_modules.inference instead") from None
+    return getattr(transformers, head.auto_class), head.tensors, head.notes
 
 
 def labels_of(module: MuppetModule, task: str) -> dict[int, str] | None:

@@ -74,26 +74,10 @@ def as_columns(rows: list[dict[str, Any]]) -> dict[str, list]:
     return {name: [row.get(name) for row in rows] for name in names}
 
 
-def _row_zeros(columns: dict[str, list], spec: TaskSpec) -> list:
-    words = columns.get(spec.inputs[0].split(".")[0]) or []
-    return [[0] * len(w) if isinstance(w, list) else 0 for w in words]
-
-
-def placeholder_candidates(spec: TaskSpec, columns: dict[str, list]) -> list[list]:
-    """Per-row fillers for a target column that rows without gold lack (the families' `preprocess` reads a target
-    even for evaluation; predictions do not use it): a class or choice id, a raw label of the entry's `label_map`, an
-    empty answer, an empty text, a tag per word. The first one the family's checks accept is used."""
-    count = len(next(iter(columns.values())))
-    label_map = getattr(spec.fields, "label_map", None) or {}
-    values: list[Any] = [0, *list(label_map)[:1], {"text": [], "answer_start": []}, ""]
-    return [[v] * count for v in values] + [_row_zeros(columns, spec)]
-
-
 def with_targets(spec: TaskSpec, columns: dict[str, list], tokenizer: Any, lengths: Lengths
                  ) -> tuple[dict[str, list], list[bool]]:
     """(columns with every target column complete, whether each row had its gold), for the family's preprocess: a
-    row without a target gets the first placeholder the family's checks accept (else the first its preprocess
-    reads)."""
+    row without its target gets the family's `placeholder_target` (predictions never read it)."""
     family, count = FAMILIES[spec.family], len(next(iter(columns.values())))
     missing = [c for c in spec.inputs if c.split(".")[0] not in columns]
     if missing:
@@ -101,32 +85,13 @@ def with_targets(spec: TaskSpec, columns: dict[str, list], tokenizer: Any, lengt
                                      f"{sorted(columns)}")
     gold = family.gold_column(spec)
     has_gold = [v is not None for v in columns.get(gold.split(".")[0], [None] * count)] if gold else [False] * count
-    filled, checks = dict(columns), family.target_checks(spec)
-    for name in (c for c in spec.fields.columns() if c not in spec.inputs and "." not in c):
-        present = columns.get(name, [None] * count)
-        if all(v is not None for v in present):
+    filled = {name: list(values) for name, values in columns.items()}
+    for i, known in enumerate(has_gold):
+        if known:
             continue
-        trials = [{**filled, name: [c if v is None else v for v, c in zip(present, candidate)]}
-                  for candidate in placeholder_candidates(spec, filled)]
-        filled = next((t for t in trials if _accepted(checks.get(name), t)), None) \
-            or next(t for t in trials if _reads(spec, t, tokenizer, lengths))
+        for name, value in family.placeholder_target(spec, {k: v[i] for k, v in columns.items()}).items():
+            filled.setdefault(name, [None] * count)[i] = value
     return filled, has_gold
-
-
-def _accepted(check: Any, columns: dict[str, list]) -> bool:
-    try:
-        return check is None or not any(check(columns))
-    except (TypeError, KeyError, ValueError, IndexError, AttributeError):  # e.g. a dict where a label belongs
-        return False
-
-
-def _reads(spec: TaskSpec, columns: dict[str, list], tokenizer: Any, lengths: Lengths) -> bool:
-    first = {k: v[:1] for k, v in columns.items()}
-    try:
-        FAMILIES[spec.family].preprocess(spec, tokenizer, lengths, for_eval=True)(first, [0])
-    except (TypeError, KeyError, ValueError, IndexError, AttributeError):
-        return False
-    return True
 
 
 class Predictor:

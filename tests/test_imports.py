@@ -148,3 +148,41 @@ def test_a_private_lightning_member_is_found(tmp_path):
     planted = "def f(trainer):\n    return trainer._logger_connector\n"
     (tmp_path / "lightning_modules" / "planted.py").write_text(planted)
     assert private_lightning_members(tmp_path) == ["lightning_modules/planted.py:2: trainer._logger_connector"]
+
+
+def family_names_outside_their_files(root: Path = ROOT) -> list[str]:
+    """String constants that name a family or a family's own batch key, outside that family's two files and the
+    registries (docstrings and comments aside: only a constant equal to the name counts)."""
+    from core import batch
+    from datamodules.families import FAMILIES
+    generic = {batch.LENGTH, batch.ROWS, batch.SOURCE_INDEX}  # the batch contract's own columns (core/batch.py)
+    owners: dict[str, set[str]] = {}
+    own_fields: dict[str, set[str]] = {}
+    for name, family in FAMILIES.items():
+        files = {f"datamodules/families/{name}.py", f"heads/{name}.py"}
+        for word in (name, *(k.key for k in family.batch_keys), *(k.column for k in family.batch_keys)):
+            if word not in generic:
+                owners.setdefault(word, set()).update(files)
+        for file in files:
+            own_fields[file] = set(family.Fields.__dataclass_fields__)
+    registries = {"datamodules/families/__init__.py", "heads/registry.py"}
+    problems = []
+    for path in project_files(root).values():
+        where = str(path.relative_to(root))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in owners \
+                    and where not in owners[node.value] | registries and node.value not in own_fields.get(where, ()):
+                problems.append(f"{where}:{node.lineno}: {node.value!r}")
+    return problems
+
+
+def test_nothing_outside_a_family_names_it_or_its_batch_keys():
+    assert family_names_outside_their_files() == []
+
+
+def test_a_family_named_outside_its_files_is_found(tmp_path):
+    (tmp_path / "lightning_modules").mkdir()
+    (tmp_path / "lightning_modules" / "planted.py").write_text(
+        "def f(spec, batch):\n    return spec.family == 'span' and batch['start_positions']\n")
+    assert family_names_outside_their_files(tmp_path) == ["lightning_modules/planted.py:2: 'span'",
+                                                          "lightning_modules/planted.py:2: 'start_positions'"]

@@ -98,6 +98,16 @@ class DataFamily:
         """Fields a prediction line adds beside `prediction` (e.g. the raw label value of a predicted class)."""
         return {}
 
+    # ---- inference on rows without gold ----------------------------------------------------------------------------
+    def placeholder_target(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+        """Target columns for a raw row that has none (`preprocess` reads them; predictions never do): values the
+        family's checks accept. Default: none needed."""
+        return {}
+
+    def outputs(self, spec: TaskSpec) -> str:
+        """What the model predicts for the task, in a few words (`3 classes`, `5 choices`), for task listings."""
+        return "-"
+
 
 # ---- helpers the families share ------------------------------------------------------------------------------------
 def column(batch: dict[str, list], name: str) -> list:

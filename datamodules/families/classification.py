@@ -92,6 +92,13 @@ class Classification(DataFamily):
     def gold_column(self, spec: TaskSpec) -> str:
         return spec.fields.label
 
+    def placeholder_target(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+        fields = spec.fields
+        return {fields.label: next(iter(fields.label_map)) if fields.label_map else 0}
+
+    def outputs(self, spec: TaskSpec) -> str:
+        return "regression" if spec.fields.is_regression else f"{spec.fields.num_labels} classes"
+
     def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
         names = label_names(spec.fields.label_map)
         label = prediction.get("label") if isinstance(prediction, dict) else None

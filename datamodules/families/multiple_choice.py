@@ -102,6 +102,13 @@ class MultipleChoice(DataFamily):
             line["choices"] = choices
         return lines
 
+    def placeholder_target(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+        fields = spec.fields
+        return {fields.label: next(iter(fields.label_map)) if fields.label_map else 0}
+
+    def outputs(self, spec: TaskSpec) -> str:
+        return f"{spec.fields.num_choices} choices"
+
     def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
         names = label_names(spec.fields.label_map)
         return {"predicted": names[prediction]} if isinstance(prediction, int) and prediction in names else {}

@@ -171,3 +171,9 @@ class Span(DataFamily):
 
     def gold_column(self, spec: TaskSpec) -> str:
         return spec.fields.answers
+
+    def placeholder_target(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+        return {spec.fields.answers: [] if spec.fields.locate_answers else {"text": [], "answer_start": []}}
+
+    def outputs(self, spec: TaskSpec) -> str:
+        return "answer span"

@@ -43,3 +43,9 @@ class Summarization(DataFamily):
 
     def gold_column(self, spec: TaskSpec) -> str:
         return spec.fields.target
+
+    def placeholder_target(self, spec: TaskSpec, row: dict) -> dict:
+        return {spec.fields.target: ""}
+
+    def outputs(self, spec: TaskSpec) -> str:
+        return "text"

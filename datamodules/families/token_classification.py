@@ -145,6 +145,14 @@ class TokenClassification(DataFamily):
     def gold_column(self, spec: TaskSpec) -> str:
         return spec.fields.label
 
+    def placeholder_target(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+        words = column({k: [v] for k, v in row.items()}, spec.inputs[0])[0]
+        tag = next(iter(spec.fields.label_map)) if spec.fields.label_map else 0
+        return {spec.fields.label: [tag] * len(words) if isinstance(words, list) else []}
+
+    def outputs(self, spec: TaskSpec) -> str:
+        return f"{spec.fields.num_labels} tags"
+
     def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
         """`predicted`: the predicted tags as raw values (ids, or `label_map` keys), comparable with `gold`."""
         raw = raw_values(spec.fields.label_map)
