@@ -91,7 +91,8 @@ class PlainModel(nn.Module):
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             **extra).last_hidden_state  # (R, T, H)
         logits = self.head(hidden[:, 0])  # (R, C)
-        return nn.functional.cross_entropy(logits, batch["labels"].long().clamp(0, self.classes - 1))
+        labels = batch.get("labels", torch.zeros(len(logits)))  # (R,): absent when no row of the batch has a label
+        return nn.functional.cross_entropy(logits, labels.long().clamp(0, self.classes - 1))
 
     def step(self, batch: dict) -> float:
         """Seconds of forward, backward, clipping and AdamW on `batch`."""
