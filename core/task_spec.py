@@ -5,13 +5,14 @@ family's field class. The catalogue (`datamodules/catalogue.py`) parses entries 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # fields of every entry, besides `family` and the family's own: field -> (check of a non-null value, what it must be)
 GENERIC_FIELDS = ("source", "inputs", "splits", "validation_from_train", "metrics", "max_train_examples",
-                  "max_eval_examples", "id", "local")
+                  "max_eval_examples", "id", "local", "sampling_weight", "loss_weight")
 
 
 @dataclass
@@ -33,6 +34,10 @@ class TaskSpec:
     # the same task read from a local copy under the data root (`data.data_root`): fields that differ from the hub
     # entry (at least `source`); relative `data_files`/`data_dir` resolve against the data root
     local: dict[str, Any] | None = None
+    # x the sampling strategy's weight of this task before normalising (how often it is drawn); unset = 1
+    sampling_weight: float | None = None
+    # x this task's scaled loss, after 1/log n (how much it counts); unset = 1
+    loss_weight: float | None = None
     fields: Any = None  # the family's own fields (a dataclass of its data-side file)
     catalogue_dir: str = "."  # folder of the YAML file; relative `data_files` resolve against it
     data_root: str | None = None  # where the entry's local copy was read from, when it was
@@ -95,9 +100,15 @@ def is_bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
+def is_weight(v: Any) -> bool:
+    """A finite number > 0 (a loss weight of 0 is refused too: leave the task out of the selection instead)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
 COLUMN = (is_column, "a column name")
 BOOL = (is_bool, "true or false")
 INT = (is_int, "an integer")
+WEIGHT = (is_weight, "a finite number > 0")
 LABEL_MAP = (lambda v: isinstance(v, dict) and all(is_int(x) for x in v.values()), "a mapping of raw label -> "
              "integer id")
 GENERIC_TYPES = {
@@ -112,4 +123,6 @@ GENERIC_TYPES = {
     "id": COLUMN,
     "local": (lambda v: isinstance(v, dict) and isinstance(v.get("source"), dict),
               "a mapping of the fields that differ for the local copy, with at least `source`"),
+    "sampling_weight": WEIGHT,
+    "loss_weight": WEIGHT,
 }

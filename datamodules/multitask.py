@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from core.batch import ROWS, SOURCE_INDEX
 from core.errors import OptionError
 from core.handoff import DataHandoff
 from core.pretrained import load_tokenizer
-from core.task_spec import TaskSpec
+from core.task_spec import WEIGHT, TaskSpec
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
@@ -44,6 +45,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         max_tokens: int | None = None,
         sampling: Literal["proportional", "temperature", "uniform"] = "proportional",
         temperature: float = 2.0,
+        task_weights: dict[str, dict[str, float]] | None = None,
         max_examples_per_task: int | None = None,
         train_fraction: float | None = None,
         train_examples: int | None = None,
@@ -75,6 +77,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             max_tokens: token budget per batch (rows x longest row, padding included); overrides `batch_size`.
             sampling: which task each example comes from: `proportional` (dataset sizes), `temperature`, `uniform`.
             temperature: T of `temperature` sampling, p ~ size^(1/T).
+            task_weights: per selected task, `{sampling: x, loss: y}` overriding its entry's `sampling_weight` and
+                `loss_weight` (numbers > 0): x multiplies how often it is drawn, y how much its loss counts.
             max_examples_per_task: cap on any task's examples per epoch (a catalogue entry's own cap wins).
             train_fraction: train on this fraction of each task's training split: a subset drawn with `seed`,
                 nested across fractions (datamodules/subset.py); for data-efficiency (few-shot) studies.
@@ -108,7 +112,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         # the tokenizer is the model's (linked by train.py): logged once, with the model's hyperparameters
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer_name = tokenizer
-        self.specs: list[TaskSpec] = Catalogue.load(catalogue or [DEFAULT_CATALOGUE], data_root).select(tasks)
+        self.specs: list[TaskSpec] = with_weights(
+            Catalogue.load(catalogue or [DEFAULT_CATALOGUE], data_root).select(tasks), task_weights)
         self.lengths = Lengths(max_length, max_target_length, doc_stride)
         self._tokenizer = None
         self.train_set: MultiTaskDataset | None = None
@@ -238,6 +243,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                            "epoch's length", category=UserWarning)
         lengths, rows = self._length_columns()
         caps = [s.max_train_examples or self.hparams.max_examples_per_task for s in self.specs]
+        weights = [s.sampling_weight or 1.0 for s in self.specs]
         self.sampler = MultiTaskBatchSampler(
             lengths, rows, strategy=self.hparams.sampling,
             temperature=self.hparams.temperature, caps=caps, batch_size=self.hparams.batch_size,
@@ -245,7 +251,7 @@ class MultiTaskDataModule(L.LightningDataModule):
             batching=self.hparams.batching, accumulate=trainer.accumulate_grad_batches if trainer else 1,
             group_by_length=self.hparams.group_by_length, pool_size=self.hparams.group_pool_size,
             epoch_size=self.hparams.epoch_size, num_replicas=world_size, rank=rank, seed=self.hparams.seed,
-            epoch=epoch)
+            epoch=epoch, weights=weights)
         if self._resume:
             self.sampler.resume_from(self._resume["epoch"], self._resume["batches_done"])
             self._resume = None
@@ -270,7 +276,8 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def handoff(self) -> DataHandoff:
         """What the model needs from the loaded data (core/handoff.py), after `setup("fit")`: each task's training
-        statistics from its family, the sampler's target proportions, the evaluation batch size."""
+        statistics from its family, the sampler's target proportions (sampling weights included), the evaluation batch
+        size."""
         statistics = {}
         for spec, dataset in zip(self.specs, self.train_set.datasets if self.train_set else []):
             stats = FAMILIES[spec.family].train_statistics(spec, dataset)
@@ -280,7 +287,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         if self.train_set is not None:
             caps = [s.max_train_examples or self.hparams.max_examples_per_task for s in self.specs]
             sizes = [min(len(ds), cap) if cap else len(ds) for ds, cap in zip(self.train_set.datasets, caps)]
-            shares = target_proportions(sizes, self.hparams.sampling, self.hparams.temperature)
+            shares = target_proportions(sizes, self.hparams.sampling, self.hparams.temperature,
+                                        [s.sampling_weight or 1.0 for s in self.specs])
             proportions = {s.name: float(p) for s, p in zip(self.specs, shares)}
         return DataHandoff(statistics, proportions, self.hparams.eval_batch_size or self.hparams.batch_size)
 
@@ -305,3 +313,23 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume = dict(state) if state else None
+
+
+WEIGHT_KEYS = {"sampling": "sampling_weight", "loss": "loss_weight"}
+
+
+def with_weights(specs: list[TaskSpec], task_weights: dict[str, dict[str, float]] | None) -> list[TaskSpec]:
+    """The selected specs with `data.task_weights` applied over their entries' weights (copies: the catalogue's
+    own specs stay as read)."""
+    names = [s.name for s in specs]
+    for task, weights in (task_weights or {}).items():
+        if task not in names:
+            raise OptionError("data.task_weights", f"names task '{task}', which is not selected; selected: {names}")
+        if not isinstance(weights, dict) or not weights or set(weights) - set(WEIGHT_KEYS):
+            raise OptionError("data.task_weights", f"task '{task}': expected a mapping with 'sampling' and/or 'loss', "
+                                                   f"got {weights!r}")
+        for key, value in weights.items():
+            if not WEIGHT[0](value):
+                raise OptionError("data.task_weights", f"task '{task}': '{key}' must be {WEIGHT[1]}, got {value!r}")
+    return [dataclasses.replace(s, **{WEIGHT_KEYS[k]: float(v) for k, v in task_weights[s.name].items()})
+            if s.name in (task_weights or {}) else s for s in specs]

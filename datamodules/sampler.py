@@ -23,14 +23,23 @@ STRATEGIES = ("proportional", "temperature", "uniform")
 BATCHING = ("mixed", "task_per_batch", "task_per_update")
 
 
-def target_proportions(sizes: list[int], strategy: str, temperature: float = 2.0) -> np.ndarray:
-    """p(task): proportional ~ size, temperature ~ size^(1/T), uniform ~ 1."""
+def target_proportions(sizes: list[int], strategy: str, temperature: float = 2.0,
+                       weights: list[float] | None = None) -> np.ndarray:
+    """p(task): proportional ~ size, temperature ~ size^(1/T), uniform ~ 1; each times the task's sampling weight
+    (`weights`, default 1) before normalising."""
     if strategy not in STRATEGIES:
         raise OptionError("data.sampling", f"data.sampling is '{strategy}'; expected one of {list(STRATEGIES)}")
     sizes_arr = np.asarray(sizes, dtype=np.float64)
-    weights = {"proportional": sizes_arr, "temperature": sizes_arr ** (1.0 / temperature),
-               "uniform": np.ones_like(sizes_arr)}[strategy]
-    return weights / weights.sum()
+    strength = {"proportional": sizes_arr, "temperature": sizes_arr ** (1.0 / temperature),
+                "uniform": np.ones_like(sizes_arr)}[strategy]
+    if weights is not None:
+        strength = strength * np.asarray(weights, dtype=np.float64)
+    return strength / strength.sum()
+
+
+def total_variation(realized: list[float] | np.ndarray, target: list[float] | np.ndarray) -> float:
+    """How far the realized mixture is from the target: 0.5 x sum |realized - target| (0 = equal, 1 = disjoint)."""
+    return 0.5 * float(np.abs(np.asarray(realized, dtype=np.float64) - np.asarray(target, dtype=np.float64)).sum())
 
 
 class _EpochHook:
@@ -50,9 +59,10 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
                  temperature: float = 2.0, caps: list[int | None] | None = None, batch_size: int = 32,
                  max_tokens: int | None = None, homogeneous: bool = False, group_by_length: bool = True,
                  pool_size: int = 4096, epoch_size: int | None = None, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0, batching: str | None = None, accumulate: int = 1, epoch: int = 0) -> None:
+                 seed: int = 0, batching: str | None = None, accumulate: int = 1, epoch: int = 0,
+                 weights: list[float] | None = None) -> None:
         """homogeneous: shorthand for batching='task_per_batch'. accumulate: micro-batches per update (used by
-        `task_per_update`)."""
+        `task_per_update`). weights: each task's sampling weight (default 1), times the strategy's."""
         batching = batching or ("task_per_batch" if homogeneous else "mixed")
         if batching not in BATCHING:
             raise OptionError("data.batching", f"data.batching is '{batching}'; expected one of {list(BATCHING)}")
@@ -63,9 +73,10 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             raise ValueError("the task sampler got no training examples")
         self.caps = caps or [None] * len(self.sizes)
         capped = [min(n, c) if c else n for n, c in zip(self.sizes, self.caps)]
-        self.proportions = target_proportions(capped, strategy, temperature)
+        self.proportions = target_proportions(capped, strategy, temperature, weights)
         total = epoch_size or sum(capped)
-        self.counts = np.asarray(capped) if strategy == "proportional" and not epoch_size \
+        unweighted = weights is None or all(w == 1 for w in weights)
+        self.counts = np.asarray(capped) if strategy == "proportional" and not epoch_size and unweighted \
             else np.maximum(1, np.round(self.proportions * total)).astype(np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self.task_of_index = np.repeat(np.arange(len(self.sizes)), self.sizes)

@@ -20,6 +20,7 @@ from core.handoff import DataHandoff
 from core.pretrained import load_tokenizer
 from core.task_spec import TaskSpec
 from datamodules.catalogue import spec_from_dict
+from datamodules.sampler import total_variation
 from heads.base import Head, HeadContext
 from heads.registry import build_heads
 from lightning_modules.backbone import Backbone, Pooling, build_backbone, tokenizer_source
@@ -57,6 +58,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         reuse_heads: bool = False,
         skip_nonfinite: bool = False,
         pooling: Pooling = "auto",
+        log_task_mixture_up_to: int = 32,
     ) -> None:
         """
         Args:
@@ -91,6 +93,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
                 `mean` (over real tokens), `pooler` (the backbone's own pooler output, e.g. BERT's), `eos` (BART: the
                 decoder state at the final EOS) or `auto`: the checkpoint's own (what an export recorded; mean for
                 sentence-transformers checkpoints such as MiniLM), else eos for encoder-decoders, first for encoders.
+            log_task_mixture_up_to: log the realized and target share of each task (`mixture/<task>/...`) only up to
+                this many tasks; per family (`mixture_family/<family>/...`) and `mixture/total_variation` always.
         """
         super().__init__()
         if not task_specs:
@@ -162,13 +166,16 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
 
     def task_losses(self, batch: dict, logits: dict) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """{task: (scaled, raw)} per-example losses: raw in the task's own units; scaled = raw / the loss of a
-        chance-level prediction (log n; the target variance for regression), or raw when scaling is off."""
+        chance-level prediction (log n; the target variance for regression), or raw when scaling is off, times the
+        task's `loss_weight` where its spec sets one. The update still divides by every example (unweighted), so a
+        loss weight w scales that task's share of the update's mean by w."""
         losses = {}
         for task, (rows, task_logits) in logits.items():
             raw, chance = self.head_of(task).example_losses(task_logits, batch, rows)
             # a one-way choice has chance loss 0 and raw loss 0: it costs 0
             scaled = raw / chance.clamp(min=1e-6) if self.hparams.loss_scaling == "log" else raw
-            losses[task] = (scaled, raw)
+            weight = self.specs[task].loss_weight
+            losses[task] = (scaled * weight if weight is not None else scaled, raw)
         return losses
 
     # ---- training ------------------------------------------------------------------------------------------------
@@ -294,13 +301,25 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             self._log_mixture()
 
     def _log_mixture(self) -> None:
-        """Realized mixture (fraction of examples seen per task) beside the sampler's target proportions."""
-        seen = self.examples_seen.float() / self.examples_seen.sum().clamp(min=1)
-        targets = self.data.target_proportions
-        for task, spec in enumerate(self.specs):
-            self.log(f"mixture/{spec.name}/realized", seen[task], on_step=True, on_epoch=False)
-            if spec.name in targets:
-                self.log(f"mixture/{spec.name}/target", targets[spec.name], on_step=True, on_epoch=False)
+        """Realized mixture (fraction of examples seen) beside the sampler's target proportions: per family, per
+        task up to `log_task_mixture_up_to` tasks, and `mixture/total_variation` (0.5 x sum |realized - target|)."""
+        seen = (self.examples_seen.float() / self.examples_seen.sum().clamp(min=1)).tolist()
+        targets = [self.data.target_proportions.get(spec.name) for spec in self.specs]
+        per_task = len(self.specs) <= self.hparams.log_task_mixture_up_to
+        scalars: dict[str, float] = {}
+        for spec, realized, target in zip(self.specs, seen, targets):
+            family = f"mixture_family/{spec.family}"
+            scalars[f"{family}/realized"] = scalars.get(f"{family}/realized", 0.0) + realized
+            if per_task:
+                scalars[f"mixture/{spec.name}/realized"] = realized
+            if target is not None:
+                scalars[f"{family}/target"] = scalars.get(f"{family}/target", 0.0) + target
+                if per_task:
+                    scalars[f"mixture/{spec.name}/target"] = target
+        if None not in targets:
+            scalars["mixture/total_variation"] = total_variation(seen, targets)
+        for name, value in scalars.items():
+            self.log(name, value, on_step=True, on_epoch=False, batch_size=1)
 
     # ---- optimizer -----------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
