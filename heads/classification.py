@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
@@ -28,10 +30,15 @@ def first_token_only(pooling: str) -> None:
 
 
 class ClassificationHead(Head):
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1) -> None:
+    """dense(H, H) + tanh + out_proj(H, C) over the pooled row; `dense`: a projection shared with other tasks' heads
+    (`model.head_sharing=projection`), else the head's own."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, dense: nn.Linear | None = None
+                 ) -> None:
         super().__init__()
         self.num_labels = num_labels
-        self.dense, self.dropout = nn.Linear(hidden_size, hidden_size), nn.Dropout(dropout)
+        self.dense = dense if dense is not None else nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def forward(self, out: BackboneOutput, batch: dict, rows: torch.Tensor) -> torch.Tensor:  # (R_t, H) -> (R_t, C)
@@ -78,8 +85,8 @@ class RegressionHead(ClassificationHead):
     raw loss is the MSE in the task's own units and the chance-level loss the variance. The statistics are buffers
     (they travel with checkpoints and exports); predictions and metrics are in the original units."""
 
-    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
-        super().__init__(hidden_size, 1, dropout)
+    def __init__(self, hidden_size: int, dropout: float = 0.1, dense: nn.Linear | None = None) -> None:
+        super().__init__(hidden_size, 1, dropout, dense)
         self.register_buffer("label_mean", torch.zeros(()))
         self.register_buffer("label_std", torch.ones(()))
         self.register_buffer("label_count", torch.zeros((), dtype=torch.long))  # 0: not set from data yet
@@ -126,7 +133,27 @@ class RegressionHead(ClassificationHead):
         return head
 
 
-def build(spec: TaskSpec, context: HeadContext) -> Head:
+def label_set(spec: TaskSpec) -> str | None:
+    """What tasks share one head by under `model.head_sharing=label_set`: `3` for 3 classes without names, `3_<hash of
+    the class names in id order>` where `label_map` names them (every 3-way NLI task with the same names and ids);
+    None for regression (its head holds its own task's target statistics)."""
+    fields = spec.fields
+    if fields.is_regression:
+        return None
+    names = [sorted(str(raw) for raw, i in (fields.label_map or {}).items() if i == id_)
+             for id_ in range(fields.num_labels)]
+    if all(n in ([], [str(id_)]) for id_, n in enumerate(names)):
+        return str(fields.num_labels)
+    return f"{fields.num_labels}_{hashlib.sha1(json.dumps(names).encode()).hexdigest()[:8]}"
+
+
+def shared_projection(context: HeadContext) -> nn.Linear:
+    """The dense(H, H) every classification head of the model shares under `model.head_sharing=projection`."""
+    return nn.Linear(context.hidden_size, context.hidden_size)
+
+
+def build(spec: TaskSpec, context: HeadContext, dense: nn.Linear | None = None) -> Head:
+    """dense: the shared projection (`shared_projection`), else each head has its own."""
     if spec.fields.is_regression:
-        return RegressionHead(context.hidden_size, context.dropout)
-    return ClassificationHead(context.hidden_size, spec.fields.num_labels, context.dropout)
+        return RegressionHead(context.hidden_size, context.dropout, dense)
+    return ClassificationHead(context.hidden_size, spec.fields.num_labels, context.dropout, dense)

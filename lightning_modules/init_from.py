@@ -20,14 +20,16 @@ def checkpoint_heads(checkpoint: dict[str, Any]) -> tuple[dict[str, torch.Tensor
     """(head state dict, task name -> head key) of a Lightning checkpoint of MuppetModule."""
     heads = {k[len("heads."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("heads.")}
     hparams = checkpoint.get("hyper_parameters", {})
-    shared = hparams.get("shared_heads")
-    keys = {t["name"]: head_key(spec_from_dict(t), shared) for t in hparams.get("task_specs", [])}
+    shared, sharing = hparams.get("shared_heads"), hparams.get("head_sharing", "per_task")
+    keys = {t["name"]: head_key(spec_from_dict(t), shared, sharing) for t in hparams.get("task_specs", [])}
     return heads, keys
 
 
 def load_initial_weights(module: Any, source: str, reuse_heads: bool) -> None:
     """Backbone weights from a `.ckpt`; with `reuse_heads`, the heads of tasks present in both runs whose shapes
-    match, and for a task new to the earlier run its family's shared head where that run had one."""
+    match, and for a task new to the earlier run the shared head of its family or label set where that run had one
+    (`family_*`, `labels_*` keys). Under `model.head_sharing=projection` each reused task head brings the shared
+    projection's weights with it (the same in every head of the earlier run)."""
     path = Path(source)
     if not path.exists():
         raise CheckpointError(source, "does not exist", "model.init_from")
@@ -44,7 +46,7 @@ def load_initial_weights(module: Any, source: str, reuse_heads: bool) -> None:
         return
     old_heads, old_keys = checkpoint_heads(checkpoint) if checkpoint is not None else read_export_heads(path)
     reused = []
-    shared = {key for key in old_keys.values() if key.startswith("family_")}
+    shared = {key for key in old_keys.values() if not key.startswith("task_")}
     for spec, key in zip(module.specs, module.head_keys):
         old_key = old_keys.get(spec.name, key if key in shared else None)
         if old_key is None:

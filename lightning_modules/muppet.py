@@ -22,7 +22,7 @@ from core.task_spec import TaskSpec
 from datamodules.catalogue import spec_from_dict
 from datamodules.sampler import total_variation
 from heads.base import Head, HeadContext
-from heads.registry import build_heads
+from heads.registry import HeadSharing, build_heads
 from lightning_modules.backbone import Backbone, Pooling, build_backbone, tokenizer_source
 from lightning_modules.checkpoint_files import checkpoint_parts, rebuild_parts
 from lightning_modules.evaluation import EvaluationMixin
@@ -42,6 +42,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         task_specs: list[dict[str, Any]] | None = None,
         loss_scaling: Literal["log", "none"] = "log",
         shared_heads: list[str] | None = None,
+        head_sharing: HeadSharing = "per_task",
         dropout: float = 0.1,
         label_smoothing: float = 0.1,
         optimizer: OptimizerCallable = PaperAdamW,
@@ -71,6 +72,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
             shared_heads: families whose tasks share one head (e.g. [multiple_choice, span]); default each family's
                 own rule: one scorer for the multiple-choice family (the paper's), one start/end head for span QA,
                 one per task for classification (and token classification).
+            head_sharing: `per_task` heads (the paper's), `label_set` (one classification head per label set, e.g.
+                every 3-way NLI task) or `projection` (one dense(H, H) shared, out_proj per task); docs/heads.md.
             dropout: dropout inside classification and multiple-choice heads.
             label_smoothing: label smoothing of the summarization cross-entropy.
             optimizer: optimizer class and arguments; default AdamW(lr 1e-5, betas (0.9, 0.98), eps 1e-6, wd 0.01).
@@ -118,7 +121,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         self.backbone = Backbone(model, pooling, source=folder or (None if config else backbone))
         context = HeadContext(self.backbone.hidden_size, self.backbone.config.vocab_size,
                               self.backbone.is_encoder_decoder, dropout, label_smoothing)
-        self.heads, self.head_keys = build_heads(self.specs, context, shared_heads)
+        self.heads, self.head_keys = build_heads(self.specs, context, shared_heads, head_sharing)
         # tasks whose heads read the backbone's LM logits (summarization): the backbone computes them for their rows
         self.register_buffer("generative", torch.tensor([self.heads[k].generative for k in self.head_keys]),
                              persistent=False)
@@ -239,7 +242,9 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
 
     def _idle_parameters(self, present: torch.Tensor) -> list[nn.Parameter]:
         used_keys = {self.head_keys[t] for t in present.nonzero().flatten().tolist()}
-        idle = [p for key, head in self.heads.items() if key not in used_keys for p in head.parameters()]
+        # idle: held by no head of the update (the projection shared under model.head_sharing=projection is used)
+        used = {id(p) for key in used_keys for p in self.heads[key].parameters()}
+        idle = [p for p in self.heads.parameters() if id(p) not in used]
         pooler = getattr(self.backbone.model, "pooler", None)
         if pooler is not None and not self._uses_pooler:
             idle += list(pooler.parameters())
