@@ -17,7 +17,7 @@ import torch
 
 from core.errors import CheckpointError
 
-HEADS_FILE, TASKS_FILE = "muppet_heads.pt", "muppet_tasks.json"
+HEADS_FILE, TASKS_FILE, MODEL_FILE = "muppet_heads.pt", "muppet_tasks.json", "muppet_model.json"
 
 
 def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -38,6 +38,9 @@ def save_export(module: Any, folder: Path, state: dict[str, torch.Tensor] | None
     torch.save(heads, folder / HEADS_FILE)
     tasks = [{**spec.to_dict(), "head": key} for spec, key in zip(module.specs, module.head_keys)]
     (folder / TASKS_FILE).write_text(json.dumps(tasks, indent=2, default=str))
+    # how the heads were built (rebuilding them needs it: lightning_modules/inference.py)
+    hparams = getattr(module, "hparams", {})
+    (folder / MODEL_FILE).write_text(json.dumps({k: hparams.get(k) for k in ("head_sharing", "shared_heads")}))
     return folder
 
 

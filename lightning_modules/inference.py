@@ -34,7 +34,7 @@ from datamodules.catalogue import spec_from_dict
 from datamodules.collate import MultiTaskCollator
 from datamodules.families import FAMILIES
 from datamodules.families.base import Lengths
-from lightning_modules.export import TASKS_FILE, read_export_heads
+from lightning_modules.export import MODEL_FILE, TASKS_FILE, read_export_heads
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.predictions import lines
 from lightning_modules.rebuild import module_from_checkpoint
@@ -48,7 +48,11 @@ def module_from_export(folder: str | Path) -> MuppetModule:
     tasks = json.loads((folder / TASKS_FILE).read_text())
     specs = [spec_from_dict(task) for task in tasks]  # the extra "head" key is not an entry field: dropped
     shared = sorted({s.family for s in specs if keys[s.name].startswith("family_")})
-    module = MuppetModule(backbone=str(folder), task_specs=[s.to_dict() for s in specs], shared_heads=shared)
+    built = json.loads((folder / MODEL_FILE).read_text()) if (folder / MODEL_FILE).is_file() else {}
+    sharing = built.get("head_sharing") or ("label_set" if any(k.startswith("labels_") for k in keys.values())
+                                            else "per_task")  # exports written before muppet_model.json
+    module = MuppetModule(backbone=str(folder), task_specs=[s.to_dict() for s in specs], shared_heads=shared,
+                          head_sharing=sharing)
     if module.head_keys != [keys[s.name] for s in specs]:
         raise CheckpointError(str(folder), f"its heads {sorted(set(keys.values()))} cannot be rebuilt (got "
                                            f"{sorted(set(module.head_keys))})", "--model")

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from datamodules.catalogue import spec_from_dict
 from heads.base import HeadContext
 from heads.registry import build_heads
+from lightning_modules.inference import module_from_export
 from lightning_modules.muppet import MuppetModule
 from tests.test_training import constant_lr
 
@@ -120,6 +121,10 @@ def test_export_and_checkpoint_round_trip_with_reuse_heads(tiny_roberta, option,
     module, _, trainer = trained(tiny_roberta, option, tmp_path)
     folder = module.export_pretrained(tmp_path / "export")
     trainer.save_checkpoint(tmp_path / "last.ckpt")
+    loaded = module_from_export(folder)  # inference rebuilds the heads as they were built (muppet_model.json)
+    assert loaded.head_keys == module.head_keys and loaded.hparams.head_sharing == option
+    for name, value in module.heads.state_dict().items():
+        assert torch.equal(loaded.heads.state_dict()[name], value), name
     entries = [*ENTRIES, entry("new_nli", 3, NLI)]  # a task new to the earlier run, in mnli's label set
     for source in (folder, tmp_path / "last.ckpt"):
         torch.manual_seed(1)
