@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import lightning as L
+import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
@@ -35,6 +36,7 @@ def trained_checkpoint(kind: str, tmp_path, demo_cache) -> tuple[str, str, dict]
     return str(tmp_path / "run.ckpt"), folder, next(iter(data.val_dataloader()[0]))
 
 
+@pytest.mark.slow  # a child process (python -m lightning_modules.export_cli)
 def test_export_from_a_checkpoint_needs_neither_the_hub_nor_the_backbone_folder(tmp_path, demo_cache):
     checkpoint, folder, batch = trained_checkpoint("roberta", tmp_path, demo_cache)
     shutil.rmtree(folder)

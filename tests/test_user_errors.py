@@ -206,6 +206,7 @@ def test_traceback_flag_shows_the_traceback(results):
     assert result["code"] != 2 and "Traceback" in result["stderr"] and "data.sampling is 'often'" in result["stderr"]
 
 
+@pytest.mark.slow  # a child process of its own (the other cases share one)
 def test_train_py_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path):
     """The real entry point: a broken line in a data file, which Lightning meets inside `trainer.fit`."""
     args = common(workspace) + [f"--trainer.logger.init_args.save_dir={tmp_path}/logs",
