@@ -136,6 +136,7 @@ def fake_jobs(calls: list[str], crash_at: int | None = None, fail: frozenset = f
     return FakeJob
 
 
+@pytest.mark.slow  # sweeps of runner processes
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
     every = [r.run_id for r in plan(study, [])]
@@ -158,6 +159,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, mo
     assert calls == every
 
 
+@pytest.mark.slow  # sweeps of runner processes
 def test_parallel_jobs_overlap_and_wait_for_their_upstream(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
     calls: list[str] = []
@@ -168,6 +170,7 @@ def test_parallel_jobs_overlap_and_wait_for_their_upstream(tmp_path, monkeypatch
     assert calls[:2] == ["up-mix", "ft-baseline-demo_sentiment-f1-s0"]  # the muppet arm waits for up-mix
 
 
+@pytest.mark.slow  # sweeps of runner processes
 def test_a_failed_upstream_skips_its_fine_tuning_runs_until_a_rerun_succeeds(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
     calls: list[str] = []

@@ -223,6 +223,7 @@ class TasksSeen(L.Callback):
         self.tasks.append(set(batch["task_ids"].tolist()))
 
 
+@pytest.mark.slow  # a Trainer run: fit, validate and predict
 def test_mixed_batches_train_evaluate_and_predict_ner_with_classification_and_multiple_choice(
         tiny_roberta, demo_cache, ner_catalogue, tmp_path):
     tasks = ["demo_sentiment", "demo_choice", "ner_demo"]
