@@ -3,7 +3,6 @@ output layers; keys, parameter counts, which heads an update moves, and reuse th
 
 from __future__ import annotations
 
-import copy
 
 import lightning as L
 import pytest
@@ -16,6 +15,7 @@ from heads.registry import build_heads
 from lightning_modules.inference import module_from_export
 from lightning_modules.muppet import MuppetModule
 from tests.test_training import constant_lr
+from tests.test_update import Snapshot
 
 H = 32
 NLI = {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -68,16 +68,6 @@ def rows(task_ids: list[int], num_labels: list[int]) -> dict:
               for t in task_ids]
     return {"input_ids": torch.randint(5, 60, (n, 12), generator=generator), "attention_mask": torch.ones(n, 12).long(),
             "task_ids": torch.tensor(task_ids), "example_ids": torch.arange(n), "labels": torch.tensor(labels)}
-
-
-class Snapshot(L.Callback):
-    def __init__(self) -> None:
-        self.after: list[tuple[dict, dict]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        optimizer = trainer.optimizers[0]
-        state = {name: copy.deepcopy(optimizer.state.get(p, {})) for name, p in pl_module.named_parameters()}
-        self.after.append(({k: v.clone() for k, v in pl_module.state_dict().items()}, state))
 
 
 def trained(backbone: str, option: str, tmp_path) -> tuple[MuppetModule, Snapshot, L.Trainer]:
