@@ -48,3 +48,13 @@ class BackboneError(UserError, ValueError):
     def __init__(self, what: str, name: str, option: str, problem: str) -> None:
         super().__init__(f"{what} {name!r} ({option}): {problem}")
         self.what, self.name, self.option, self.problem = what, name, option, problem
+
+
+class MissingPackageError(UserError, ImportError):
+    """An optional package a selected task needs is not installed; the message names the task, the package and how
+    to install it."""
+
+    def __init__(self, task: str, package: str, install: str, why: str) -> None:
+        super().__init__(f"task '{task}' {why}: it needs the optional package {package}, which is not installed "
+                         f"({install})")
+        self.task, self.package, self.install = task, package, install

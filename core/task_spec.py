@@ -12,7 +12,7 @@ from typing import Any
 
 # fields of every entry, besides `family` and the family's own: field -> (check of a non-null value, what it must be)
 GENERIC_FIELDS = ("source", "inputs", "splits", "validation_from_train", "metrics", "max_train_examples",
-                  "max_eval_examples", "id", "local", "sampling_weight", "loss_weight")
+                  "max_eval_examples", "id", "local", "sampling_weight", "loss_weight", "from_data", "license")
 
 
 @dataclass
@@ -38,6 +38,10 @@ class TaskSpec:
     sampling_weight: float | None = None
     # x this task's scaled loss, after 1/log n (how much it counts); unset = 1
     loss_weight: float | None = None
+    # what is settled when the data is prepared (datamodules/from_data.py): {inputs: [columns used where the data has
+    # them], holdout: {size, seed} carving validation out of train where the data has no split of that name}
+    from_data: dict[str, Any] | None = None
+    license: str | None = None  # the data's license as its source states it (shown by the task search)
     fields: Any = None  # the family's own fields (a dataclass of its data-side file)
     catalogue_dir: str = "."  # folder of the YAML file; relative `data_files` resolve against it
     data_root: str | None = None  # where the entry's local copy was read from, when it was
@@ -125,4 +129,10 @@ GENERIC_TYPES = {
               "a mapping of the fields that differ for the local copy, with at least `source`"),
     "sampling_weight": WEIGHT,
     "loss_weight": WEIGHT,
+    "from_data": (lambda v: isinstance(v, dict) and set(v) <= {"inputs", "holdout"}
+                  and (v.get("inputs") is None or is_str_list(v["inputs"])),
+                  "a mapping with `inputs` (a list of column names) and/or `holdout` ({size, seed})"),
+    "license": (lambda v: isinstance(v, str), "a string"),
 }
+
+FROM_FEATURES = "features"  # a family field's value meaning "read from the data's features when it is prepared"

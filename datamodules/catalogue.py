@@ -20,6 +20,7 @@ from core.task_spec import GENERIC_FIELDS, GENERIC_TYPES, TaskSpec
 from datamodules.families import FAMILIES
 from datamodules.families.base import EntryProblem
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: hundreds of entries load in a blink
 DEFAULT_CATALOGUE = str(Path(__file__).resolve().parent.parent / "configs" / "tasks")
 __all__ = ["Catalogue", "CatalogueError", "DEFAULT_CATALOGUE", "TaskSpec", "parse_entry", "spec_from_dict"]
 
@@ -78,6 +79,8 @@ def parse_entry(name: str, entry: dict[str, Any], catalogue_dir: str = ".", data
                     data_root=data_root if entry.get("local") else None, **{**generic, "inputs": inputs})
     if spec.validation_from_train is not None:
         spec.validation_from_train, spec.splits = _holdout(name, spec.validation_from_train, entry.get("splits"))
+    if spec.from_data and spec.from_data.get("holdout") is not None:  # a carve kept for data without the split
+        spec.from_data = {**spec.from_data, "holdout": _holdout(name, spec.from_data["holdout"], None)[0]}
     if not {"train", "validation"} <= set(spec.splits) or not set(spec.splits) <= {"train", "validation", "test"}:
         raise CatalogueError(f"field 'splits' needs 'train' and 'validation' (and optionally 'test') entries, got "
                              f"{spec.splits}", task=name, field="splits")
@@ -131,7 +134,7 @@ def _holdout(name: str, holdout: Any, splits: dict[str, str] | None) -> tuple[di
 def _read(file: Path) -> dict[str, Any]:
     """One catalogue file's mapping; errors name the file (and line for YAML syntax)."""
     try:
-        content = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        content = yaml.load(file.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
     except UnicodeDecodeError as error:
         raise CatalogueError(f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})",
                              file=str(file)) from None

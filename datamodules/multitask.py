@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-from datasets import Dataset, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset
 from datasets.fingerprint import Hasher
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from core.batch import ROWS, SOURCE_INDEX
-from core.errors import OptionError
+from core.errors import DataValidationError, OptionError, UserError
 from core.handoff import DataHandoff
 from core.pretrained import load_tokenizer
 from core.task_spec import WEIGHT, TaskSpec
@@ -23,11 +23,14 @@ from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
 from datamodules.families import FAMILIES
+from datamodules.from_data import needs_data, resolve, split_name
 from datamodules.holdout import carve
 from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
 from datamodules.sampler import MultiTaskBatchSampler, target_proportions
 from datamodules.source_errors import check_text, load_error
 from datamodules.subset import check_subset, train_subset
+from datamodules.tasksource_source import check_installed, is_tasksource
+from datamodules.tasksource_source import load as tasksource_load
 from datamodules.validation import validate_split
 
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "muppet")
@@ -114,6 +117,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.tokenizer_name = tokenizer
         self.specs: list[TaskSpec] = with_weights(
             Catalogue.load(catalogue or [DEFAULT_CATALOGUE], data_root).select(tasks), task_weights)
+        check_installed(self.specs)  # an optional package a task needs: named now, before anything runs
+        self._sources: dict[str, DatasetDict] = {}  # every split of a source read whole (tasksource, from_data)
+        self._resolved = not any(needs_data(s) for s in self.specs)
         self.lengths = Lengths(max_length, max_target_length, doc_stride)
         self._tokenizer = None
         self.train_set: MultiTaskDataset | None = None
@@ -126,8 +132,33 @@ class MultiTaskDataModule(L.LightningDataModule):
     # ---- what the model needs to know ----------------------------------------------------------------------------
     @property
     def task_specs(self) -> list[dict[str, Any]]:
-        """The selected tasks as plain dicts, in task-id order (linked to `model.task_specs` by train.py)."""
+        """The selected tasks as plain dicts, in task-id order (linked to `model.task_specs` by train.py); what an
+        entry leaves to the data (datamodules/from_data.py) is read from it first."""
+        self.resolve_specs()
         return [s.to_dict() for s in self.specs]
+
+    def resolve_specs(self) -> None:
+        """Settle what entries leave to the data (`from_data`, `features`), reading their sources; logged."""
+        if self._resolved:
+            return
+        for i, spec in enumerate(self.specs):
+            if needs_data(spec):
+                self.specs[i], lines = resolve(spec, self._source(spec))
+                for line in lines:
+                    rank_zero_info(f"task '{spec.name}': {line}")
+        self._resolved = True
+
+    def _source(self, spec: TaskSpec) -> DatasetDict:
+        """Every split of a task's source, read once: through tasksource's preprocessing for its entries."""
+        if spec.name not in self._sources:
+            try:
+                data = tasksource_load(spec) if is_tasksource(spec) else load_dataset(**spec.load_kwargs())
+            except UserError:
+                raise
+            except Exception as error:  # noqa: BLE001 - named by task, and for local files the file and line
+                raise load_error(spec, "train", error) from error
+            self._sources[spec.name] = data
+        return self._sources[spec.name]
 
     @property
     def tokenizer(self):
@@ -151,10 +182,17 @@ class MultiTaskDataModule(L.LightningDataModule):
     def raw_split(self, spec: TaskSpec, split: str) -> Dataset:
         """A task's raw split as the data module reads it: loaded, checked for encoding, carved, prepared by its
         family, subset and capped (what prediction lines are joined back to)."""
-        try:
-            dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
-        except Exception as error:  # noqa: BLE001 - named by task, split, and for local files the file and line
-            raise load_error(spec, split, error) from error
+        if spec.name in self._sources or is_tasksource(spec):  # read whole already (or only so)
+            source, name = self._source(spec), split_name(spec.splits[split])
+            if name not in source:
+                raise DataValidationError(f"task '{spec.name}', split '{split}': the data has no split '{name}' "
+                                          f"(it has {sorted(source)})")
+            dataset = source[name]
+        else:
+            try:
+                dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])
+            except Exception as error:  # noqa: BLE001 - named by task, split, and for local files the file and line
+                raise load_error(spec, split, error) from error
         check_text(spec, split, dataset)
         dataset = carve(dataset, spec, split)  # catalogue field validation_from_train
         dataset = FAMILIES[spec.family].prepare_raw(spec, dataset, split)  # e.g. skip_labels, locate_answers
@@ -184,6 +222,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         process: a `validate`/`test`/`predict` after `fit` finds it done)."""
         if self._prepared:
             return
+        self.resolve_specs()
         raws = {}
         for spec in self.specs:
             for split in spec.splits:
@@ -199,6 +238,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
+        self.resolve_specs()
         splits = self._splits(stage)
         if "train" in splits:
             self.train_set = MultiTaskDataset([self._preprocessed(s, "train") for s in self.specs])

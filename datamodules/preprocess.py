@@ -27,6 +27,6 @@ def make_preprocess(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengths: Lengt
 
 def cache_key_parts(spec: TaskSpec, tok: PreTrainedTokenizerBase, lengths: Lengths, for_eval: bool) -> list[Any]:
     """What the preprocessed output depends on, besides the raw data's own fingerprint."""
-    ignored = ("metrics", "id", "sampling_weight", "loss_weight")  # what does not change the tokenized rows
+    ignored = ("metrics", "id", "sampling_weight", "loss_weight", "license")  # what does not change the tokenized rows
     return [PREPROCESS_VERSION, {k: v for k, v in spec.to_dict().items() if k not in ignored},
             tok.name_or_path, type(tok).__name__, len(tok), lengths, for_eval]

@@ -8,15 +8,17 @@ in each registry (`datamodules/families/__init__.py`, `heads/registry.py`). Noth
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from datasets import Dataset
+from datasets import ClassLabel, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from core.batch import BatchKey
-from core.task_spec import TaskSpec
+from core.errors import CatalogueError
+from core.task_spec import FROM_FEATURES, TaskSpec
 
 Check = Callable[[dict[str, list]], list[bool]]  # a batch of raw rows -> True for each bad row
 Preprocess = Callable[..., dict[str, list]]  # (examples, indices) -> columns, under `dataset.map(batched=True)`
@@ -108,6 +110,21 @@ class DataFamily:
         """What the model predicts for the task, in a few words (`3 classes`, `5 choices`), for task listings."""
         return "-"
 
+    # ---- settled from the data (datamodules/from_data.py) ----------------------------------------------------------
+    def resolve(self, spec: TaskSpec, splits: dict[str, Dataset]) -> tuple[dict[str, Any], list[str]]:
+        """Values of the family's fields the entry leaves to the data (`features`), read from the raw splits
+        (role -> split): (field -> value, one log line per field). Default: none."""
+        return {}, []
+
+    # ---- tasksource definitions (datamodules/tasksource_import.py) -------------------------------------------------
+    tasksource_types: ClassVar[tuple[str, ...]] = ()  # tasksource task types (`list_tasks().task_type`) it takes
+
+    def from_tasksource(self, mapping: Any, static: bool) -> dict[str, Any] | None:
+        """An entry's `inputs`, `from_data` and family fields for a tasksource definition (`mapping`): with `static`,
+        in the source's own columns, or None where a mapped field is not a plain column name; else in the columns
+        tasksource's own preprocessing writes (its field names)."""
+        return None
+
 
 # ---- helpers the families share ------------------------------------------------------------------------------------
 def column(batch: dict[str, list], name: str) -> list:
@@ -162,3 +179,51 @@ def skip_rows(spec: TaskSpec, dataset: Dataset, label: str, skip: list | None, s
     values = set(skip)
     return dataset.filter(lambda labels: [v not in values for v in labels], input_columns=label, batched=True,
                           desc=f"skip labels {sorted(values, key=str)} of {spec.name}/{split}")
+
+
+# ---- tasksource definitions: what a mapped field is --------------------------------------------------------------
+def plain_column(value: Any) -> str | None:
+    """The source column a tasksource field reads when it is a plain column name (a string, or its `get.a.b` dotted
+    getter: `a.b`), else None (a function: tasksource's own code computes it)."""
+    if isinstance(value, str):
+        return value
+    path = getattr(type(value), "__name__", "") == "dotgetter" and getattr(value, "path", "")
+    return path if path and "[" not in path else None
+
+
+def named_classes(value: Any) -> tuple[str, list[str]] | None:
+    """(label column, class names) when a tasksource label field is its `name(column, classes)`: the names of the
+    column's own integer ids, which it then turns into strings it sorts alphabetically."""
+    if not callable(value) or getattr(value, "__qualname__", "") != "name.<locals>.<lambda>":
+        return None
+    bound = inspect.getclosurevars(value).nonlocals
+    column_, classes = bound.get("label_name"), bound.get("classes")
+    return (column_, list(classes)) if isinstance(column_, str) and isinstance(classes, (list, tuple)) else None
+
+
+def class_count(spec: TaskSpec, splits: dict[str, Dataset], label: str, what: str
+                ) -> tuple[int, dict[Any, int] | None, str]:
+    """(count, label_map or None, log line) of a label column read from the data: a ClassLabel's names (its ids
+    kept), float values (1: regression), integer ids (the largest + 1), or string/bool values (mapped in sorted
+    order, the NLI triple as entailment, neutral, contradiction)."""
+    feature = splits["train"].features.get(label)
+    if isinstance(feature, ClassLabel):
+        return feature.num_classes, None, (f"{what} {feature.num_classes} read from the features of column "
+                                           f"'{label}' (ClassLabel {feature.names})")
+    dtype = getattr(feature, "dtype", None)
+    if dtype is not None and dtype.startswith("float"):
+        return 1, None, f"{what} 1 (regression): column '{label}' holds {dtype} values"
+    values = set()
+    for rows in splits.values():
+        values.update(v for v in rows.unique(label) if v is not None)
+    if dtype is not None and dtype.startswith("int"):
+        count = max(values) + 1 if values else 1
+        return count, None, f"{what} {count} read from column '{label}' (integer ids up to {count - 1}, no ClassLabel)"
+    if dtype in ("string", "large_string", "bool"):
+        nli = ["entailment", "neutral", "contradiction"]
+        ordered = nli if values == set(nli) else sorted(values, key=str)
+        label_map = {v: i for i, v in enumerate(ordered)}
+        return len(ordered), label_map, (f"{what} {len(ordered)} read from column '{label}' ({dtype} values, no "
+                                         f"ClassLabel): ids in sorted order {label_map}")
+    raise CatalogueError(f"field '{what}' is '{FROM_FEATURES}', but column '{label}' is {feature!r}: the number cannot "
+                         f"be read from it; set it in the entry", task=spec.name, field=what)

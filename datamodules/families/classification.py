@@ -11,21 +11,25 @@ import numpy as np
 from datasets import Dataset
 
 from core.batch import BatchKey
-from core.task_spec import COLUMN, INT, LABEL_MAP, TaskSpec
-from datamodules.families.base import (DataFamily, EntryProblem, class_id, column, encoded, finite_number,
-                                       label_names, skip_rows)
+from core.task_spec import COLUMN, FROM_FEATURES, LABEL_MAP, TaskSpec, is_int
+from datamodules.families.base import (DataFamily, EntryProblem, class_count, class_id, column, encoded,
+                                       finite_number, label_names, named_classes, plain_column, skip_rows)
 
 
 @dataclass
 class ClassificationFields:
     label: str  # label column
-    num_labels: int  # classes; 1 = regression
+    num_labels: int | str  # classes; 1 = regression; `features`: read from the data when it is prepared
     label_map: dict[Any, int] | None = None  # raw label value -> class id
     skip_labels: list[Any] | None = None  # raw label values whose rows are dropped (SNLI's -1)
 
     @property
     def is_regression(self) -> bool:
         return self.num_labels == 1
+
+    @property
+    def unresolved(self) -> bool:
+        return self.num_labels == FROM_FEATURES
 
     def columns(self) -> list[str]:
         return [self.label]
@@ -41,7 +45,9 @@ def target(fields: ClassificationFields, value: Any) -> int | float | None:
 class Classification(DataFamily):
     name = "classification"
     Fields = ClassificationFields
-    field_types = {"label": COLUMN, "num_labels": INT, "label_map": LABEL_MAP,
+    field_types = {"label": COLUMN, "num_labels": (lambda v: is_int(v) or v == FROM_FEATURES,
+                                                   f"an integer, or '{FROM_FEATURES}' (read from the data)"),
+                   "label_map": LABEL_MAP,
                    "skip_labels": (lambda v: isinstance(v, list), "a list of raw label values")}
     input_counts = (1, 2, 3)
     metrics = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman")
@@ -51,8 +57,12 @@ class Classification(DataFamily):
     def default_metrics(self, fields: ClassificationFields) -> list[str]:
         return ["pearson", "spearman"] if fields.is_regression else ["accuracy"]
 
+    tasksource_types = ("Classification",)
+
     def check_entry(self, spec: TaskSpec) -> None:
         fields = spec.fields
+        if fields.unresolved:
+            return
         if fields.num_labels < 1:
             raise EntryProblem("num_labels", f"field 'num_labels' must be >= 1 (1 = regression), got "
                                              f"{fields.num_labels}")
@@ -97,7 +107,36 @@ class Classification(DataFamily):
         return {fields.label: next(iter(fields.label_map)) if fields.label_map else 0}
 
     def outputs(self, spec: TaskSpec) -> str:
+        if spec.fields.unresolved:
+            return "classes from data"
         return "regression" if spec.fields.is_regression else f"{spec.fields.num_labels} classes"
+
+    def resolve(self, spec: TaskSpec, splits: dict[str, Dataset]) -> tuple[dict[str, Any], list[str]]:
+        if not spec.fields.unresolved:
+            return {}, []
+        count, label_map, line = class_count(spec, splits, spec.fields.label, "num_labels")
+        return {"num_labels": count, **({"label_map": label_map} if label_map else {})}, [line]
+
+    def from_tasksource(self, mapping: Any, static: bool) -> dict[str, Any] | None:
+        """tasksource's Classification: sentence1, sentence2 (its default `sentence2` means: the dataset's column of
+        that name where it has one, so it is left to the data), labels; `label_values` (raw value -> name) and
+        `name(column, classes)` give the classes, else the data's features do."""
+        first, second, labels = (getattr(mapping, key, None) for key in ("sentence1", "sentence2", "labels"))
+        named = named_classes(labels)
+        count = len(mapping.label_values) if mapping.label_values else len(named[1]) if named else FROM_FEATURES
+        if not static:  # tasksource's code writes sentence1 (sentence2), labels; explicit label values are ids
+            return {"inputs": ["sentence1"], **({"from_data": {"inputs": ["sentence2"]}} if second else {}),
+                    "label": "labels", "num_labels": count}
+        first, second_column, label = plain_column(first), plain_column(second), plain_column(labels)
+        label = label or (named[0] if named else None)
+        if not first or second is not None and not second_column or not label:
+            return None
+        entry = {"inputs": [first] + ([second_column] if second_column and second_column != "sentence2" else []),
+                 **({"from_data": {"inputs": ["sentence2"]}} if second_column == "sentence2" else {}),
+                 "label": label, "num_labels": count}
+        if mapping.label_values:
+            entry["label_map"] = {value: i for i, value in enumerate(mapping.label_values)}
+        return entry
 
     def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
         names = label_names(spec.fields.label_map)

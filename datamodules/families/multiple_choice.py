@@ -9,15 +9,16 @@ from typing import Any
 from datasets import Dataset
 
 from core.batch import ROWS, BatchKey
-from core.task_spec import INT, LABEL_MAP, TaskSpec, is_str_list
-from datamodules.families.base import (DataFamily, EntryProblem, class_id, column, encoded, label_names, skip_rows)
+from core.task_spec import FROM_FEATURES, LABEL_MAP, TaskSpec, is_int, is_str_list
+from datamodules.families.base import (DataFamily, EntryProblem, class_id, column, encoded, label_names,
+                                       plain_column, skip_rows)
 
 
 @dataclass
 class MultipleChoiceFields:
     label: str  # column of the correct choice
     choices: str | list[str]  # a list column, or a list of one column per choice
-    num_choices: int  # choices per example (the most an example has)
+    num_choices: int | str  # choices per example (the most an example has); `features`: read from the data
     label_map: dict[Any, int] | None = None  # raw label value -> choice index
     skip_labels: list[Any] | None = None  # raw label values whose rows are dropped
 
@@ -37,7 +38,9 @@ class MultipleChoice(DataFamily):
     field_types = {"label": (lambda v: isinstance(v, str), "a column name"),
                    "choices": (lambda v: isinstance(v, str) or is_str_list(v),
                                "a list column's name or a list of column names"),
-                   "num_choices": INT, "label_map": LABEL_MAP,
+                   "num_choices": (lambda v: is_int(v) or v == FROM_FEATURES,
+                                   f"an integer, or '{FROM_FEATURES}' (read from the data)"),
+                   "label_map": LABEL_MAP,
                    "skip_labels": (lambda v: isinstance(v, list), "a list of raw label values")}
     input_counts = (1, 2, 3)
     metrics = ("accuracy",)
@@ -45,8 +48,12 @@ class MultipleChoice(DataFamily):
     batch_keys = (BatchKey("label", "labels", "row_float"),)
     problem = "null, unmapped or outside the choices"
 
+    tasksource_types = ("MultipleChoice",)
+
     def check_entry(self, spec: TaskSpec) -> None:
         fields = spec.fields
+        if fields.num_choices == FROM_FEATURES:
+            return
         if fields.num_choices < 2:
             raise EntryProblem("num_choices", f"field 'num_choices' must be >= 2, got {fields.num_choices}")
         outside = {k: v for k, v in (fields.label_map or {}).items() if not 0 <= v < fields.num_choices}
@@ -107,7 +114,37 @@ class MultipleChoice(DataFamily):
         return {fields.label: next(iter(fields.label_map)) if fields.label_map else 0}
 
     def outputs(self, spec: TaskSpec) -> str:
-        return f"{spec.fields.num_choices} choices"
+        return "choices from data" if spec.fields.num_choices == FROM_FEATURES else f"{spec.fields.num_choices} choices"
+
+    def resolve(self, spec: TaskSpec, splits: dict[str, Dataset]) -> tuple[dict[str, Any], list[str]]:
+        """`num_choices: features`: the longest choice list of any split (every choice is kept)."""
+        fields = spec.fields
+        if fields.num_choices != FROM_FEATURES:
+            return {}, []
+        roots = sorted({c.split(".")[0] for c in MultipleChoiceFields.columns(fields)})
+        most = max((len(c) for rows in splits.values() for start in range(0, len(rows), 10_000)
+                    for c in choice_list(fields, rows.select_columns(roots)[start:start + 10_000])
+                    if isinstance(c, list)), default=0)
+        return {"num_choices": most}, [f"num_choices {most} read from the data (the longest choice list of "
+                                       f"'{fields.choices}' in splits {sorted(splits)}; every choice is kept)"]
+
+    def from_tasksource(self, mapping: Any, static: bool) -> dict[str, Any] | None:
+        """tasksource's MultipleChoice: inputs, labels, and either choice0..choiceN or a list `choices_list`. Every
+        choice is kept, in the source's order (tasksource's loader keeps 4, gold first)."""
+        fixed = sorted((k for k in mapping.to_dict() if k.startswith("choice") and k[6:].isdigit()),
+                       key=lambda k: int(k[6:]))
+        listed = getattr(mapping, "choices_list", None)
+        if not static:
+            choices = "choices_list" if listed else fixed
+            return {"inputs": ["inputs"], "choices": choices, "label": "labels",
+                    "num_choices": FROM_FEATURES if listed else len(fixed)}
+        inputs, label = plain_column(getattr(mapping, "inputs", None)), plain_column(getattr(mapping, "labels", None))
+        columns = [plain_column(getattr(mapping, k)) for k in fixed]
+        choices = plain_column(listed) if listed else columns
+        if not inputs or not label or not choices or None in columns:
+            return None
+        return {"inputs": [inputs], "choices": choices, "label": label,
+                "num_choices": FROM_FEATURES if listed else len(fixed)}
 
     def prediction_extras(self, spec: TaskSpec, prediction: Any) -> dict[str, Any]:
         names = label_names(spec.fields.label_map)
