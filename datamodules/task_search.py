@@ -1,14 +1,16 @@
 """Finding tasks in the catalogue, offline (nothing is downloaded; the YAML files are read):
 
-    python -m datamodules.task_search list [--family F] [--mixture M]
-    python -m datamodules.task_search search QUERY [--family F] [--mixture M]
+    python -m datamodules.task_search list [--family F] [--mixture M] [--source S]
+    python -m datamodules.task_search search QUERY [--family F] [--mixture M] [--source S]
     ... [--catalogue PATH ...] [--data-root DIR] [--json]
 
-One line per task: name, family, source (hub id and config, or the builder), classes / choices / tags (from the
-entry's fields), the mixtures that hold it, and its local copy: `-` (none), `yes` (the entry has a `local:` section),
+One line per task: name, family, source (hub id and config, or the builder; `+tasksource` where the entry runs
+tasksource's preprocessing), classes / choices / tags (from the entry's fields; `from data` where they are read from
+the data when it is prepared), the mixtures that hold it, the license its source states (`-`: none given), and its
+local copy: `-` (none), `yes` (the entry has a `local:` section),
 and with a data root (`--data-root` or MUPPET_DATA_ROOT) whether its files are `present` or `missing` there. A search
-keeps the tasks where every word of QUERY occurs (case-insensitive) in the name, family, source, input columns or
-mixtures. The names are what `--data.tasks` takes.
+keeps the tasks where every word of QUERY occurs (case-insensitive) in the name, family, source, input columns,
+mixtures or license; `--source` keeps those whose source contains S. The names are what `--data.tasks` takes.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from core.errors import UserError
 from core.task_spec import TaskSpec
 from datamodules.families import FAMILIES
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
+from datamodules.tasksource_source import is_tasksource
 
-COLUMNS = ("name", "family", "source", "outputs", "mixtures", "local")
+COLUMNS = ("name", "family", "source", "outputs", "mixtures", "license", "local")
 
 
 def source_of(spec: TaskSpec) -> str:
     """`hub/id:config`, or the builder (`json`, `csv`, ...) for local files."""
     path, name = spec.source.get("path", "?"), spec.source.get("name")
-    return f"{path}:{name}" if name else str(path)
+    return (f"{path}:{name}" if name else str(path)) + ("+tasksource" if is_tasksource(spec) else "")
 
 
 def outputs_of(spec: TaskSpec) -> str:
@@ -75,18 +78,20 @@ def table(catalogue: Catalogue, local: Catalogue | None = None) -> list[dict[str
         for name in names:
             member.setdefault(name, []).append(mixture)
     return [{"name": name, "family": spec.family, "source": source_of(spec), "outputs": outputs_of(spec),
-             "mixtures": ",".join(member.get(name, [])) or "-",
+             "mixtures": ",".join(member.get(name, [])) or "-", "license": spec.license or "-",
              "local": local_state(spec, local.tasks.get(name) if local else None),
              "inputs": ",".join(spec.inputs)} for name, spec in catalogue.tasks.items()]
 
 
 def search(rows: list[dict[str, str]], query: str = "", family: str | None = None,
-           mixture: str | None = None) -> list[dict[str, str]]:
+           mixture: str | None = None, source: str | None = None) -> list[dict[str, str]]:
     words = query.lower().split()
     found = []
     for row in rows:
-        text = " ".join(row[k] for k in ("name", "family", "source", "inputs", "mixtures")).lower()
+        text = " ".join(row[k] for k in ("name", "family", "source", "inputs", "mixtures", "license")).lower()
         if family and row["family"] != family or mixture and mixture not in row["mixtures"].split(","):
+            continue
+        if source and source.lower() not in row["source"].lower():
             continue
         if all(word in text for word in words):
             found.append(row)
@@ -106,6 +111,7 @@ def main(args: list[str] | None = None) -> list[dict[str, str]]:
     parser.add_argument("query", nargs="?", default="", help="search: words that must all occur")
     parser.add_argument("--family", help="only this family's tasks")
     parser.add_argument("--mixture", help="only the tasks of this mixture")
+    parser.add_argument("--source", help="only the tasks whose source contains this (e.g. nyu-mll/glue, tasksource)")
     parser.add_argument("--catalogue", nargs="+", default=[DEFAULT_CATALOGUE], help="catalogue folders or files")
     parser.add_argument("--data-root", default=os.environ.get("MUPPET_DATA_ROOT"),
                         help="folder of local copies: say whether each local copy's files are there")
@@ -120,7 +126,7 @@ def main(args: list[str] | None = None) -> list[dict[str, str]]:
         parser.exit(2, f"error: {error}\n")
     if options.mixture and options.mixture not in catalogue.mixtures:
         parser.exit(2, f"error: unknown mixture '{options.mixture}'; mixtures: {sorted(catalogue.mixtures)}\n")
-    rows = search(table(catalogue, local), options.query, options.family, options.mixture)
+    rows = search(table(catalogue, local), options.query, options.family, options.mixture, options.source)
     print("\n".join(json.dumps(r) for r in rows) if options.json else render(rows))
     return rows
 

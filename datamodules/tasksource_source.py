@@ -20,6 +20,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from core.errors import CatalogueError, MissingPackageError
 from core.task_spec import TaskSpec
 from datamodules.families import FAMILIES
+from datamodules.families.base import named_classes
 
 TASKSOURCE = "tasksource"  # the key of `source` naming the task; also the package
 PIN = "tasksource==0.1.1"
@@ -70,6 +71,8 @@ def load(spec: TaskSpec) -> DatasetDict:
     data = mapping.pre_process(data)
     shared = {f.name for f in dataclasses.fields(tasksource.preprocess.SharedFields)} | _NOT_FIELDS
     fields = {k: v for k, v in mapping.to_dict().items() if k not in shared and v is not None}
+    # `name(column, classes)` turns the column's ids into names that fix_labels then sorts: keep the ids instead
+    fields = {k: named[0] if (named := named_classes(v)) else v for k, v in fields.items()}
     data = DatasetDict({split: _fields(rows, fields, f"{spec.name}/{split}") for split, rows in data.items()})
     gold = FAMILIES[spec.family].gold_column(spec)
     data = _labels(tasksource, mapping, data, gold) if gold else data

@@ -18,7 +18,7 @@ def test_list_a_mixture_shows_family_source_outputs_and_mixtures(capsys):
     assert rows[0]["family"] == "classification" and rows[0]["source"] == "json"
     assert "quickstart" in rows[0]["mixtures"].split(",")
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["name", "family", "source", "outputs", "mixtures", "local"]
+    assert out.splitlines()[0].split() == ["name", "family", "source", "outputs", "mixtures", "license", "local"]
     assert out.rstrip().endswith("5 task(s)")
 
 
