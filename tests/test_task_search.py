@@ -23,10 +23,10 @@ def test_list_a_mixture_shows_family_source_outputs_and_mixtures(capsys):
 
 
 def test_search_needs_every_word_and_filters_by_family(capsys):
-    rte = main(["search", "glue rte"])
+    rte = main(["search", "glue rte", "--mixture", "glue"])
     assert [r["name"] for r in rte] == ["rte"] and rte[0]["source"] == "nyu-mll/glue:rte"
     assert "superglue" in rte[0]["mixtures"].split(",") and rte[0]["outputs"] == "2 classes"
-    choices = main(["search", "super_glue", "--family", "multiple_choice", "--json"])
+    choices = main(["search", "super_glue", "--family", "multiple_choice", "--mixture", "muppet", "--json"])
     assert [r["name"] for r in choices] == ["copa"] and choices[0]["outputs"] == "2 choices"
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["name"] == "copa"
     assert main(["search", "no-such-task-anywhere"]) == []
