@@ -155,7 +155,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                 data = tasksource_load(spec) if is_tasksource(spec) else load_dataset(**spec.load_kwargs())
             except UserError:
                 raise
-            except Exception as error:  # noqa: BLE001 - named by task, and for local files the file and line
+            except Exception as error:  # named by task, and for local files the file and line
                 raise load_error(spec, "train", error) from error
             self._sources[spec.name] = data
         return self._sources[spec.name]

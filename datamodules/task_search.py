@@ -24,8 +24,8 @@ from typing import Any
 
 from core.errors import UserError
 from core.task_spec import TaskSpec
-from datamodules.families import FAMILIES
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
+from datamodules.families import FAMILIES
 from datamodules.tasksource_source import is_tasksource
 
 COLUMNS = ("name", "family", "source", "outputs", "mixtures", "license", "local")

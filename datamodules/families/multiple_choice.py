@@ -10,8 +10,8 @@ from datasets import Dataset
 
 from core.batch import ROWS, BatchKey
 from core.task_spec import FROM_FEATURES, LABEL_MAP, TaskSpec, is_int, is_str_list
-from datamodules.families.base import (DataFamily, EntryProblem, class_id, column, encoded, label_names,
-                                       plain_column, skip_rows)
+from datamodules.families.base import (DataFamily, EntryProblem, class_count, class_id, column, encoded,
+                                       label_names, plain_column, skip_rows)
 
 
 @dataclass
@@ -118,15 +118,20 @@ class MultipleChoice(DataFamily):
 
     def resolve(self, spec: TaskSpec, splits: dict[str, Dataset]) -> tuple[dict[str, Any], list[str]]:
         """`num_choices: features`: the longest choice list of any split (every choice is kept)."""
-        fields = spec.fields
+        fields, changes, lines = spec.fields, {}, []
+        label = splits["train"].features.get(fields.label)
+        if fields.label_map is None and getattr(label, "dtype", None) in ("string", "large_string"):  # letters A..E
+            _, changes["label_map"], line = class_count(spec, splits, fields.label, "label_map")
+            lines.append(line)
         if fields.num_choices != FROM_FEATURES:
-            return {}, []
+            return changes, lines
         roots = sorted({c.split(".")[0] for c in MultipleChoiceFields.columns(fields)})
         most = max((len(c) for rows in splits.values() for start in range(0, len(rows), 10_000)
                     for c in choice_list(fields, rows.select_columns(roots)[start:start + 10_000])
                     if isinstance(c, list)), default=0)
-        return {"num_choices": most}, [f"num_choices {most} read from the data (the longest choice list of "
-                                       f"'{fields.choices}' in splits {sorted(splits)}; every choice is kept)"]
+        return {**changes, "num_choices": most}, [*lines, (f"num_choices {most} read from the data (the longest choice "
+                                                          f"list of '{fields.choices}' in splits {sorted(splits)}; "
+                                                          f"every choice is kept)")]
 
     def from_tasksource(self, mapping: Any, static: bool) -> dict[str, Any] | None:
         """tasksource's MultipleChoice: inputs, labels, and either choice0..choiceN or a list `choices_list`. Every
