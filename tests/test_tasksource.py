@@ -15,7 +15,13 @@ from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from core.errors import MissingPackageError
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 from datamodules.multitask import MultiTaskDataModule
-from datamodules.tasksource_import import CATALOGUE_FILE, MIXTURE_FILE, entries, licenses_of, render
+from datamodules.tasksource_import import (
+    CATALOGUE_FILE,
+    MIXTURE_FILE,
+    entries,
+    licenses_of,
+    render,
+)
 from tests.conftest import TOKENIZER
 
 GENERATED = Catalogue.load()
