@@ -29,6 +29,9 @@ class Study:
     upstream: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {tasks: [...], args: [...]}
     upstream_args: list[str] = field(default_factory=list)  # train.py arguments of every pre-finetuning run
     upstream_seed: int = 0  # seed_everything of the pre-finetuning runs (one run each, as in the paper)
+    # several: each upstream mix runs once per seed, and every fine-tuning run of an arm that starts from it runs once
+    # per (upstream seed, fine-tuning seed): the report then gives the spread of each apart
+    upstream_seeds: list[int] | None = None
     nested_tasks: dict[str, Any] | None = None  # {pool: [...], sizes: [k, ...]}: upstream + arm `tasks<k>`
     finetune_args: list[str] = field(default_factory=list)  # train.py arguments of every fine-tuning run
     targets: list[str] = field(default_factory=list)  # fine-tuning tasks (held out of every upstream mix)
@@ -118,6 +121,7 @@ class Run:
     args: tuple[str, ...]  # train.py arguments, without the init_from of an upstream export (added when it exists)
     upstream: str | None = None  # fine-tune from this upstream run's export
     x: float | None = None  # the arm's value on a numeric axis (number of pre-finetuning tasks)
+    upstream_seed: int | None = None  # the seed of the upstream run it starts from (fine-tuning from an upstream)
 
 
 def fmt_fraction(fraction: float) -> str:
@@ -132,12 +136,14 @@ def plan(study: Study, extra_args: list[str]) -> list[Run]:
     common = [*study.train_args, *([f"--model.backbone={backbone}"] if backbone else []), *extra_args]
     keep = study.keep_checkpoints
     runs = []
+    up_seeds = study.upstream_seeds or [study.upstream_seed]
     for name, up in study.upstream.items():
         tasks = ",".join(up["tasks"])
-        args = [*common, f"--seed_everything={study.upstream_seed}", *study.upstream_args, f"--data.tasks=[{tasks}]",
-                *([] if keep else ["--latest.save_top_k=0"]), *up.get("args", [])]
         count = f"{len(up['tasks'])} task{'s' if len(up['tasks']) > 1 else ''}"
-        runs.append(Run(f"up-{name}", "upstream", name, count, None, study.upstream_seed, tuple(args)))
+        for up_seed in up_seeds:
+            args = [*common, f"--seed_everything={up_seed}", *study.upstream_args, f"--data.tasks=[{tasks}]",
+                    *([] if keep else ["--latest.save_top_k=0"]), *up.get("args", [])]
+            runs.append(Run(upstream_id(study, name, up_seed), "upstream", name, count, None, up_seed, tuple(args)))
     # no checkpoint to export from: the export takes the final weights (saved once as final.ckpt, deleted by the runner)
     no_checkpoints = [] if keep else ["--checkpoint.save_top_k=0", "--checkpoint.save_last=false",
                                       "--latest.save_top_k=0", "--export.use_best=false"]
@@ -153,9 +159,21 @@ def plan(study: Study, extra_args: list[str]) -> list[Run]:
                     args = [*common, f"--seed_everything={seed}", *study.finetune_args, f"--data.tasks=[{target}]",
                             *([f"--data.train_fraction={fraction}"] if fraction < 1 else []), *no_checkpoints,
                             *([f"--model.init_from={init}"] if init and not upstream else []), *arm.get("args", [])]
-                    runs.append(Run(f"ft-{arm_name}-{target}-f{fmt_fraction(fraction)}-s{seed}", "finetune", arm_name,
-                                    target, fraction, seed, tuple(args), upstream, arm.get("x")))
+                    run_id = f"ft-{arm_name}-{target}-f{fmt_fraction(fraction)}-s{seed}"
+                    if not upstream:
+                        runs.append(Run(run_id, "finetune", arm_name, target, fraction, seed, tuple(args), None,
+                                        arm.get("x")))
+                        continue
+                    for up_seed in up_seeds:
+                        suffix = f"-u{up_seed}" if study.upstream_seeds else ""
+                        runs.append(Run(run_id + suffix, "finetune", arm_name, target, fraction, seed, tuple(args),
+                                        upstream_id(study, upstream, up_seed), arm.get("x"), up_seed))
     return runs
+
+
+def upstream_id(study: Study, name: str, seed: int) -> str:
+    """`up-<name>`, with `-u<seed>` when the study runs several upstream seeds."""
+    return f"up-{name}-u{seed}" if study.upstream_seeds else f"up-{name}"
 
 
 def backbone_path(study: Study) -> str | None:

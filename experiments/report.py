@@ -15,13 +15,35 @@ from experiments.plan import Study, fmt_fraction
 Key = tuple[str, float, str]  # (target, fraction, arm)
 
 
-def groups(rows: list[dict]) -> dict[Key, dict[int, float]]:
-    """{(target, fraction, arm): {seed: value}} over the fine-tuning runs that finished."""
-    out: dict[Key, dict[int, float]] = defaultdict(dict)
+def cells(rows: list[dict]) -> dict[Key, dict[int, dict[int | None, float]]]:
+    """{(target, fraction, arm): {seed: {upstream seed: value}}} over the fine-tuning runs that finished."""
+    out: dict[Key, dict[int, dict[int | None, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         if row["stage"] == "finetune" and row["status"] == "ok" and row["value"] is not None:
-            out[row["target"], row["fraction"], row["arm"]][row["seed"]] = row["value"]
-    return dict(out)
+            out[row["target"], row["fraction"], row["arm"]][row["seed"]][row.get("upstream_seed")] = row["value"]
+    return out
+
+
+def groups(rows: list[dict]) -> dict[Key, dict[int, float]]:
+    """{(target, fraction, arm): {seed: value}} over the fine-tuning runs that finished; with several upstream seeds
+    a fine-tuning seed's value is its mean over them (so arms pair with the baseline by fine-tuning seed)."""
+    return {k: {s: float(np.mean(list(by_up.values()))) for s, by_up in d.items()} for k, d in cells(rows).items()}
+
+
+def seed_spreads(rows: list[dict]) -> dict[Key, dict]:
+    """Per (target, fraction, arm) run from several upstream seeds: the spread that comes from pre-finetuning (std
+    over upstream seeds of the mean over fine-tuning seeds) and the one from fine-tuning (mean over upstream seeds of
+    the std over fine-tuning seeds)."""
+    out = {}
+    for key, by_seed in cells(rows).items():
+        ups = sorted({u for d in by_seed.values() for u in d if u is not None})
+        if len(ups) < 2:
+            continue
+        per_up = {u: [d[u] for d in by_seed.values() if u in d] for u in ups}
+        out[key] = {"upstream_seeds": len(ups), "finetune_seeds": len(by_seed),
+                    "upstream_std": mean_std(np.mean(v) for v in per_up.values())[1],
+                    "finetune_std": float(np.nanmean([mean_std(v)[1] for v in per_up.values()]))}
+    return out
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -93,6 +115,19 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str) 
             lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {c['n']} | {fmt(c['base_mean'])} ± "
                          f"{fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} | "
                          f"{fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
+    spreads = seed_spreads(rows)
+    if spreads:
+        lines += ["", "## Where the spread comes from", "",
+                  "Each fine-tuning seed ran from each upstream (pre-finetuning) seed. Upstream spread: standard "
+                  "deviation over upstream seeds of the mean over fine-tuning seeds; fine-tuning spread: mean over "
+                  "upstream seeds of the standard deviation over fine-tuning seeds.", "",
+                  "| target | fraction | arm | upstream seeds | fine-tuning seeds | upstream spread | "
+                  "fine-tuning spread |",
+                  "|---|---|---|---|---|---|---|"]
+        for target, fraction, arm in ordered(study, spreads):
+            c = spreads[target, fraction, arm]
+            lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {c['upstream_seeds']} | "
+                         f"{c['finetune_seeds']} | {fmt(c['upstream_std'])} | {fmt(c['finetune_std'])} |")
     lines += [""] + [f"![{f.stem}]({f.name})" for f in figures]
     return "\n".join(lines) + "\n"
 

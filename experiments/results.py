@@ -7,8 +7,8 @@ import csv
 import os
 from pathlib import Path
 
-FIELDS = ["study", "run_id", "stage", "arm", "x", "target", "fraction", "seed", "metric", "value", "step", "wall_s",
-          "status", "log_dir", "finished"]
+FIELDS = ["study", "run_id", "stage", "arm", "x", "target", "fraction", "seed", "upstream_seed", "metric", "value",
+          "step", "wall_s", "status", "log_dir", "finished"]
 
 
 class Results:
@@ -41,8 +41,8 @@ class Results:
 def parse(row: dict[str, str]) -> dict:
     """A CSV row with numbers as numbers (empty cells as None)."""
     out: dict = dict(row)
-    for key, kind in (("x", float), ("fraction", float), ("seed", int), ("value", float), ("step", int),
-                      ("wall_s", float)):
+    for key, kind in (("x", float), ("fraction", float), ("seed", int), ("upstream_seed", int), ("value", float),
+                      ("step", int), ("wall_s", float)):
         out[key] = kind(row[key]) if row.get(key) not in (None, "") else None
     return out
 

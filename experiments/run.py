@@ -73,7 +73,8 @@ class Job:
         if run.stage == "upstream" and status == "ok" and not (log_dir / "export").is_dir():
             status = "no export written"
         return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
-                "fraction": run.fraction, "seed": run.seed, "metric": self.tag.split("/")[-1],
+                "fraction": run.fraction, "seed": run.seed, "upstream_seed": run.upstream_seed,
+                "metric": self.tag.split("/")[-1],
                 "value": metric and metric[0], "step": metric and metric[1], "wall_s": round(wall, 1),
                 "status": status, "log_dir": str(log_dir or self.run_dir),
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -98,7 +99,7 @@ def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
 def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path]) -> Run | None:
     """The first pending run that need not wait: no upstream, or its upstream's export exists, or its upstream will
     not run any more (it failed: the run is then recorded as skipped). None while every pending run waits."""
-    coming = {r.arm for r in [*pending, *active] if r.stage == "upstream"}
+    coming = {r.run_id for r in [*pending, *active] if r.stage == "upstream"}
     return next((r for r in pending if not r.upstream or r.upstream in exports or r.upstream not in coming), None)
 
 
@@ -114,10 +115,10 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
         return folder
     metrics = primary_metrics(study.targets)
     results = Results(folder / "results.csv")
-    exports = {r.arm: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
+    exports = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
                if r.stage == "upstream" and results.done(r.run_id)}
     exports = {name: path for name, path in exports.items() if path.is_dir()}  # a deleted export is redone
-    todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.arm not in exports)]
+    todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.run_id not in exports)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     log(f"{study.name}: {len(runs)} runs, {len(runs) - len(todo)} done earlier, {len(todo)} to do "
         f"(estimated {eta(results, todo, jobs)}); results in {folder}")
@@ -154,7 +155,7 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                 row = job.row(log)
                 finished += 1
                 if job.run.stage == "upstream" and row["status"] == "ok":
-                    exports[job.run.arm] = Path(row["log_dir"]) / "export"
+                    exports[job.run.run_id] = Path(row["log_dir"]) / "export"
                 elif job.run.stage == "finetune" and not study.keep_checkpoints:  # the export and final.ckpt
                     for kept in ("export", "checkpoints"):
                         shutil.rmtree(Path(row["log_dir"]) / kept, ignore_errors=True)

