@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 PLOTS = ("fraction", "tasks", "bars")
-ARM_KEYS = {"init_from", "args", "x", "targets", "fractions"}
+ARM_KEYS = {"init_from", "args", "x", "targets", "fractions", "pair_seeds"}
 
 
 @dataclass
@@ -32,12 +32,13 @@ class Study:
     # several: each upstream mix runs once per seed, and every fine-tuning run of an arm that starts from it runs once
     # per (upstream seed, fine-tuning seed): the report then gives the spread of each apart
     upstream_seeds: list[int] | None = None
-    nested_tasks: dict[str, Any] | None = None  # {pool: [...], sizes: [k, ...]}: upstream + arm `tasks<k>`
+    nested_tasks: dict[str, Any] | None = None  # {pool: [...], sizes: [k, ...], pair_seeds}: upstream + arm `tasks<k>`
     finetune_args: list[str] = field(default_factory=list)  # train.py arguments of every fine-tuning run
     targets: list[str] = field(default_factory=list)  # fine-tuning tasks (held out of every upstream mix)
     fractions: list[float] = field(default_factory=lambda: [1.0])  # data.train_fraction of the targets
     seeds: list[int] = field(default_factory=lambda: [0])  # seed_everything (and the subset draw) per run
-    # name -> {init_from: upstream name or folder, args: [...], x: number, targets / fractions: subsets of the study's}
+    # name -> {init_from: upstream name or folder, args: [...], x: number, targets / fractions: subsets of the study's,
+    #          pair_seeds: true = the i-th fine-tuning seed runs from the i-th upstream seed only, not from each}
     arms: dict[str, dict[str, Any]] = field(default_factory=lambda: {"baseline": {}})
     baseline: str | None = "baseline"  # the arm every other arm is compared with (same seed: paired)
     metric: str = "final"  # `final`: the last validation of the target's primary metric; `best`: its maximum
@@ -68,7 +69,8 @@ class Study:
             raise ValueError(f"nested_tasks: size {sizes[-1]} is larger than the pool ({len(pool)} tasks)")
         for k in sizes:
             self.upstream[f"tasks{k}"] = {"tasks": pool[:k]}
-            self.arms[f"tasks{k}"] = {"init_from": f"tasks{k}", "x": k}
+            self.arms[f"tasks{k}"] = {"init_from": f"tasks{k}", "x": k,
+                                      **({"pair_seeds": True} if self.nested_tasks.get("pair_seeds") else {})}
         if self.baseline in self.arms:
             self.arms[self.baseline] = {"x": 0, **self.arms[self.baseline]}
 
@@ -164,7 +166,8 @@ def plan(study: Study, extra_args: list[str]) -> list[Run]:
                         runs.append(Run(run_id, "finetune", arm_name, target, fraction, seed, tuple(args), None,
                                         arm.get("x")))
                         continue
-                    for up_seed in up_seeds:
+                    paired = [up_seeds[study.seeds.index(seed) % len(up_seeds)]] if arm.get("pair_seeds") else None
+                    for up_seed in paired or up_seeds:
                         suffix = f"-u{up_seed}" if study.upstream_seeds else ""
                         runs.append(Run(run_id + suffix, "finetune", arm_name, target, fraction, seed, tuple(args),
                                         upstream_id(study, upstream, up_seed), arm.get("x"), up_seed))

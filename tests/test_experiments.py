@@ -112,7 +112,7 @@ def fake_jobs(calls: list[str], crash_at: int | None = None, fail: frozenset = f
             if crash_at is not None and len(calls) == crash_at:
                 raise KeyboardInterrupt
             if run.upstream:  # started only once its upstream's export exists
-                assert args[-1] == f"--model.init_from={run_dir.parent / ('up-' + run.upstream)}/export"
+                assert args[-1] == f"--model.init_from={run_dir.parent / run.upstream}/export"
             calls.append(run.run_id)
             running.append(run.run_id)
             FakeJob.overlap = max(FakeJob.overlap, len(running))
@@ -247,3 +247,6 @@ def test_upstream_seeds_cross_every_fine_tuning_seed_and_the_report_separates_th
     text = markdown(study, rows, [], "cmd")
     assert "| t | 1 | muppet | 3 | 2 | 0.100 | 0.007 |" in text
     assert "| t | 1 | muppet | 2 | 0.500 ± 0.000 | 0.805 ± 0.007 | +0.305 ± 0.007 | 2/2 |" in text
+    study.arms["muppet"]["pair_seeds"] = True  # fine-tuning seed i from upstream seed i only
+    assert sorted((r.seed, r.upstream) for r in plan(study, []) if r.arm == "muppet") == [(0, "up-mix-u0"),
+                                                                                          (1, "up-mix-u1")]
