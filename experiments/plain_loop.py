@@ -96,12 +96,26 @@ class Model(nn.Module):
         self.scorer = nn.Linear(hidden, 1)
         self.tasks = tasks
 
+    def encode(self, batch: dict, chunk: int = 32) -> torch.Tensor:
+        """Mean-pooled rows. The rows run through the backbone in chunks of similar length, each padded to its own
+        longest row: the same result as one padded call (rows do not see each other), with far less padding."""
+        mask = batch["attention_mask"]
+        lengths = mask.sum(1)
+        order = torch.argsort(lengths)
+        pooled = torch.empty(len(order), self.backbone.config.hidden_size)
+        for start in range(0, len(order), chunk):
+            rows = order[start:start + chunk]
+            width = int(lengths[rows].max())
+            m = mask[rows, :width]
+            out = self.backbone(input_ids=batch["input_ids"][rows, :width], attention_mask=m,
+                                token_type_ids=batch["token_type_ids"][rows, :width]).last_hidden_state
+            m = m.unsqueeze(-1).float()
+            pooled = pooled.index_put((rows,), (out * m).sum(1) / m.sum(1).clamp(min=1))
+        return pooled
+
     def forward(self, batch: dict) -> list[torch.Tensor]:
         """One logit vector per example (classes, or one score per choice)."""
-        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            token_type_ids=batch["token_type_ids"]).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = self.dropout((out * mask).sum(1) / mask.sum(1).clamp(min=1))
+        pooled = self.dropout(self.encode(batch))
         logits = []
         for (start, end), task in zip(batch["spans"], batch["tasks"]):
             logits.append(self.scorer(pooled[start:end]).squeeze(-1) if self.tasks.is_choice(task)
