@@ -86,14 +86,21 @@ def collate(rows: list[tuple[int, dict]], tasks: Tasks) -> dict:
 class Model(nn.Module):
     """Backbone + mean pooling + a linear head per classification task + one shared multiple-choice scorer."""
 
-    def __init__(self, backbone: str, tasks: Tasks) -> None:
+    def __init__(self, backbone: str, tasks: Tasks, head: str = "linear") -> None:
+        """head: `linear` (this loop's), or `dense`: dropout, dense(H, H), tanh, dropout, linear (the CLI's heads)."""
         super().__init__()
         self.backbone = AutoModel.from_pretrained(backbone)
         hidden = self.backbone.config.hidden_size
         self.dropout = nn.Dropout(0.1)
-        self.heads = nn.ModuleDict({str(i): nn.Linear(hidden, int(s.num_labels))
+
+        def layer(outputs: int) -> nn.Module:
+            if head == "linear":
+                return nn.Linear(hidden, outputs)
+            return nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Dropout(0.1), nn.Linear(hidden, outputs))
+
+        self.heads = nn.ModuleDict({str(i): layer(int(s.num_labels))
                                     for i, s in enumerate(tasks.specs) if not tasks.is_choice(i)})
-        self.scorer = nn.Linear(hidden, 1)
+        self.scorer = layer(1)
         self.tasks = tasks
 
     def encode(self, batch: dict, chunk: int = 32) -> torch.Tensor:
@@ -190,7 +197,7 @@ def train(model: Model, tasks: Tasks, order_of_epoch, updates: int, batch_size: 
 def upstream(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     tasks = Tasks(args.tasks.split(","), args.backbone, args.data_root, args.max_length, args.max_eval)
-    model = Model(args.backbone, tasks)
+    model = Model(args.backbone, tasks, args.head)
     caps = parse_caps(args.caps)
     sizes = sum(min(len(d), caps.get(s.name, args.cap) or len(d)) for s, d in zip(tasks.specs, tasks.train))
     updates = args.updates or math.ceil(args.epochs * sizes / args.batch_size)
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--cap", type=int, default=None, help="examples per task per epoch (default: all)")
     up.add_argument("--caps", default=None, help="per-task caps: task=n,task=n (over --cap)")
     up.add_argument("--batch-size", type=int, default=32)
+    up.add_argument("--head", choices=["linear", "dense"], default="linear",
+                    help="task heads: linear, or dense+tanh+linear as the CLI's (an ablation)")
     up.add_argument("--lr", type=float, default=5e-5)
     up.add_argument("--epochs", type=float, default=1.0)
     up.add_argument("--updates", type=int, default=None, help="default: epochs x capped examples / batch size")

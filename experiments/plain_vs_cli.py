@@ -54,11 +54,13 @@ def cli_caps_args() -> list[str]:
             f"--data.task_weights={json.dumps(weights)}"]
 
 
-# upstream arms: None = the plain loop; a list = train.py fit with these options on top of the common recipe
+# upstream arms: None = the plain loop (`plain_<head>`: with that head); a list = train.py fit with these options on top of the common recipe
 ARMS: dict[str, list[str] | None] = {
     "plain": None,
+    "plain_dense": None,  # the plain loop with the CLI's dense+tanh heads
     "cli": [],  # the CLI's defaults (mixed batches grouped by length in pools of 4,096; the config's AdamW)
     "cli_shuffled": ["--data.group_by_length=false"],  # batches cut from the shuffled pooled mix, as the plain loop
+    "cli_linear": ["--model.head_dense=false"],  # linear heads over the pooled row, as the plain loop
     "cli_adam": ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"],
 }
 
@@ -73,7 +75,7 @@ def upstream_command(arm: str, seed: int, data_root: str, out: Path) -> list[str
         caps = ",".join(f"{t}={c}" for t, c in MC_CAPS.items())
         return [sys.executable, "-m", "experiments.plain_loop", "upstream", "--backbone", backbone(), "--data-root",
                 data_root, "--tasks", ",".join(MIX), "--cap", str(CAP), "--caps", caps, "--seed", str(seed),
-                "--max-eval", str(UPSTREAM_EVAL), "--out", str(out)]
+                "--max-eval", str(UPSTREAM_EVAL), "--out", str(out), "--head", arm.partition("_")[2] or "linear"]
     steps = updates()
     return [sys.executable, "train.py", "fit", "--config", "experiments/configs/minilm.yaml",
             f"--model.backbone={backbone()}", f"--data.data_root={data_root}", f"--data.tasks=[{','.join(MIX)}]",

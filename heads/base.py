@@ -61,6 +61,8 @@ class HeadContext:
     is_encoder_decoder: bool
     dropout: float = 0.1  # inside classification-style heads
     label_smoothing: float = 0.1  # of generative heads' cross-entropy
+    # classification-style heads: dense(H, H) + tanh before the output layer (RoBERTa's); false: the output layer alone
+    dense: bool = True
 
 
 @dataclass

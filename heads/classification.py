@@ -23,6 +23,18 @@ POOLING_WHY = {"mean": "no standard class averages the tokens",
                          "the backbone's pooler"}
 
 
+def dense_tanh(dense: nn.Linear | None, dropout: nn.Dropout, pooled: torch.Tensor) -> torch.Tensor:
+    """dropout, dense, tanh, dropout (RoBERTa's head before its output layer); without `dense`: dropout alone."""
+    pooled = dropout(pooled)
+    return pooled if dense is None else dropout(torch.tanh(dense(pooled)))
+
+
+def needs_dense(dense: nn.Linear | None) -> None:
+    """Standard classification and multiple-choice classes have a dense+tanh layer before their output layer."""
+    if dense is None:
+        raise NotStandard("the head has no dense+tanh layer (model.head_dense=false); the standard classes have one")
+
+
 def first_token_only(pooling: str) -> None:
     """Standard classification and multiple-choice classes read the first token."""
     if pooling != "first":
@@ -31,19 +43,19 @@ def first_token_only(pooling: str) -> None:
 
 class ClassificationHead(Head):
     """dense(H, H) + tanh + out_proj(H, C) over the pooled row; `dense`: a projection shared with other tasks' heads
-    (`model.head_sharing=projection`), else the head's own."""
+    (`model.head_sharing=projection`), else the head's own; `hidden_layer=False` (`model.head_dense=false`): out_proj
+    alone."""
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, dense: nn.Linear | None = None
-                 ) -> None:
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, dense: nn.Linear | None = None,
+                 hidden_layer: bool = True) -> None:
         super().__init__()
         self.num_labels = num_labels
-        self.dense = dense if dense is not None else nn.Linear(hidden_size, hidden_size)
+        self.dense = (dense if dense is not None else nn.Linear(hidden_size, hidden_size)) if hidden_layer else None
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def forward(self, out: BackboneOutput, batch: dict, rows: torch.Tensor) -> torch.Tensor:  # (R_t, H) -> (R_t, C)
-        pooled = out.pooled[rows]
-        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
+        return self.out_proj(dense_tanh(self.dense, self.dropout, out.pooled[rows]))
 
     def example_losses(self, logits, batch, rows):
         labels = batch["labels"][rows]
@@ -68,6 +80,7 @@ class ClassificationHead(Head):
         """RoBERTa's `RobertaClassificationHead` is this head (dropout, dense, tanh, dropout, out_proj over the first
         token); for BERT its dense+tanh is the model's pooler and out_proj its classifier."""
         first_token_only(pooling)
+        needs_dense(self.dense)
         if model_type in ROBERTA_LIKE:
             return StandardHead("AutoModelForSequenceClassification", {
                 **linear_tensors("classifier.dense", self.dense), **self.output_tensors("classifier.out_proj")}, [])
@@ -85,8 +98,9 @@ class RegressionHead(ClassificationHead):
     raw loss is the MSE in the task's own units and the chance-level loss the variance. The statistics are buffers
     (they travel with checkpoints and exports); predictions and metrics are in the original units."""
 
-    def __init__(self, hidden_size: int, dropout: float = 0.1, dense: nn.Linear | None = None) -> None:
-        super().__init__(hidden_size, 1, dropout, dense)
+    def __init__(self, hidden_size: int, dropout: float = 0.1, dense: nn.Linear | None = None,
+                 hidden_layer: bool = True) -> None:
+        super().__init__(hidden_size, 1, dropout, dense, hidden_layer)
         self.register_buffer("label_mean", torch.zeros(()))
         self.register_buffer("label_std", torch.ones(()))
         self.register_buffer("label_count", torch.zeros((), dtype=torch.long))  # 0: not set from data yet
@@ -155,5 +169,5 @@ def shared_projection(context: HeadContext) -> nn.Linear:
 def build(spec: TaskSpec, context: HeadContext, dense: nn.Linear | None = None) -> Head:
     """dense: the shared projection (`shared_projection`), else each head has its own."""
     if spec.fields.is_regression:
-        return RegressionHead(context.hidden_size, context.dropout, dense)
-    return ClassificationHead(context.hidden_size, spec.fields.num_labels, context.dropout, dense)
+        return RegressionHead(context.hidden_size, context.dropout, dense, context.dense)
+    return ClassificationHead(context.hidden_size, spec.fields.num_labels, context.dropout, dense, context.dense)

@@ -12,7 +12,7 @@ from core.metrics import label_metrics, update_label_metrics
 from core.task_spec import TaskSpec
 from heads.base import MASKED, ROBERTA_LIKE, Head, HeadContext, NotStandard, StandardHead, backbone_attribute, \
     linear_tensors
-from heads.classification import first_token_only
+from heads.classification import dense_tanh, first_token_only, needs_dense
 
 
 def group_rows(scores: torch.Tensor, example_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,13 +32,15 @@ def correct_choices(batch: dict, rows: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 class MultipleChoiceHead(Head):
-    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, dropout: float = 0.1, hidden_layer: bool = True) -> None:
+        """hidden_layer=False (`model.head_dense=false`): the scorer alone over the pooled row."""
         super().__init__()
-        self.dense, self.dropout = nn.Linear(hidden_size, hidden_size), nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size) if hidden_layer else None
+        self.dropout = nn.Dropout(dropout)
         self.scorer = nn.Linear(hidden_size, 1)
 
     def forward(self, out: BackboneOutput, batch: dict, rows: torch.Tensor) -> torch.Tensor:  # -> (E_t, K)
-        scores = self.scorer(self.dropout(torch.tanh(self.dense(self.dropout(out.pooled[rows]))))).squeeze(-1)
+        scores = self.scorer(dense_tanh(self.dense, self.dropout, out.pooled[rows])).squeeze(-1)
         return group_rows(scores.float(), batch["example_ids"][rows])[0]
 
     def example_losses(self, logits, batch, rows):
@@ -59,6 +61,7 @@ class MultipleChoiceHead(Head):
         """`*ForMultipleChoice` scores pooler(first token) with one linear layer: this head's dense+tanh is the
         pooler, its scorer the classifier."""
         first_token_only(pooling)
+        needs_dense(self.dense)
         if model_type not in (*ROBERTA_LIKE, "bert"):
             raise NotStandard(f"{model_type}'s *ForMultipleChoice is not pooler(dense+tanh)+linear")
         return StandardHead("AutoModelForMultipleChoice", {
@@ -67,4 +70,4 @@ class MultipleChoiceHead(Head):
 
 
 def build(spec: TaskSpec, context: HeadContext) -> Head:
-    return MultipleChoiceHead(context.hidden_size, context.dropout)
+    return MultipleChoiceHead(context.hidden_size, context.dropout, context.dense)

@@ -62,6 +62,9 @@ def build_heads(specs: list[TaskSpec], context: HeadContext, shared: list[str] |
     unknown = sorted(set(shared or []) - set(HEADS))
     if unknown:
         raise OptionError("model.shared_heads", f"names unknown families {unknown}; families: {list(HEADS)}")
+    if sharing == "projection" and not context.dense:
+        raise OptionError("model.head_sharing", "'projection' shares the heads' dense layer, and model.head_dense=false "
+                                                "builds heads without one: use per_task or label_set")
     keys = [head_key(s, shared, sharing) for s in specs]
     heads, projections = nn.ModuleDict(), {}  # family -> its shared part under `projection`
     for spec, key in zip(specs, keys):

@@ -40,7 +40,7 @@ def save_export(module: Any, folder: Path, state: dict[str, torch.Tensor] | None
     (folder / TASKS_FILE).write_text(json.dumps(tasks, indent=2, default=str))
     # how the heads were built (rebuilding them needs it: lightning_modules/inference.py)
     hparams = getattr(module, "hparams", {})
-    (folder / MODEL_FILE).write_text(json.dumps({k: hparams.get(k) for k in ("head_sharing", "shared_heads")}))
+    (folder / MODEL_FILE).write_text(json.dumps({k: hparams.get(k) for k in ("head_sharing", "shared_heads", "head_dense")}))
     return folder
 
 

@@ -52,7 +52,7 @@ def module_from_export(folder: str | Path) -> MuppetModule:
     sharing = built.get("head_sharing") or ("label_set" if any(k.startswith("labels_") for k in keys.values())
                                             else "per_task")  # exports written before muppet_model.json
     module = MuppetModule(backbone=str(folder), task_specs=[s.to_dict() for s in specs], shared_heads=shared,
-                          head_sharing=sharing)
+                          head_sharing=sharing, head_dense=built.get("head_dense") is not False)
     if module.head_keys != [keys[s.name] for s in specs]:
         raise CheckpointError(str(folder), f"its heads {sorted(set(keys.values()))} cannot be rebuilt (got "
                                            f"{sorted(set(module.head_keys))})", "--model")

@@ -54,7 +54,7 @@ def load_initial_weights(module: Any, source: str, reuse_heads: bool) -> None:
         prefix = old_key + "."
         weights = {k[len(prefix):]: v for k, v in old_heads.items() if k.startswith(prefix)}
         target = module.heads[key].state_dict()
-        if weights and all(k in weights and weights[k].shape == v.shape for k, v in target.items()):
+        if set(weights) == set(target) and all(weights[k].shape == v.shape for k, v in target.items()):
             module.heads[key].load_state_dict(weights)
             reused.append(spec.name)
     rank_zero_info(f"reused pre-finetuned heads for {len(reused)} task(s): {reused}")

@@ -43,6 +43,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         loss_scaling: Literal["log", "none"] = "log",
         shared_heads: list[str] | None = None,
         head_sharing: HeadSharing = "per_task",
+        head_dense: bool = True,
         dropout: float = 0.1,
         label_smoothing: float = 0.1,
         optimizer: OptimizerCallable = PaperAdamW,
@@ -74,6 +75,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
                 one per task for classification (and token classification).
             head_sharing: `per_task` heads (the paper's), `label_set` (one classification head per label set, e.g.
                 every 3-way NLI task) or `projection` (one dense(H, H) shared, out_proj per task); docs/heads.md.
+            head_dense: classification and multiple-choice heads put dense(H, H) + tanh before their output layer
+                (RoBERTa's heads, the paper's); false: the output layer alone over the pooled row (docs/heads.md).
             dropout: dropout inside classification and multiple-choice heads.
             label_smoothing: label smoothing of the summarization cross-entropy.
             optimizer: optimizer class and arguments; default AdamW(lr 1e-5, betas (0.9, 0.98), eps 1e-6, wd 0.01).
@@ -120,7 +123,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         model = build_backbone(folder or backbone, config, self.tokenizer)
         self.backbone = Backbone(model, pooling, source=folder or (None if config else backbone))
         context = HeadContext(self.backbone.hidden_size, self.backbone.config.vocab_size,
-                              self.backbone.is_encoder_decoder, dropout, label_smoothing)
+                              self.backbone.is_encoder_decoder, dropout, label_smoothing, head_dense)
         self.heads, self.head_keys = build_heads(self.specs, context, shared_heads, head_sharing)
         # tasks whose heads read the backbone's LM logits (summarization): the backbone computes them for their rows
         self.register_buffer("generative", torch.tensor([self.heads[k].generative for k in self.head_keys]),

@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.catalogue import spec_from_dict
-from heads.base import HeadContext
+from core.errors import OptionError
+from heads.base import HeadContext, NotStandard
 from heads.registry import build_heads
 from lightning_modules.inference import module_from_export
 from lightning_modules.muppet import MuppetModule
@@ -129,3 +130,28 @@ def test_export_and_checkpoint_round_trip_with_reuse_heads(tiny_roberta, option,
             assert again.head_keys[5] == module.head_keys[0]
         else:  # its own output layer, the shared projection
             assert again.head_keys[5] == "task_new_nli" and new.dense is again.heads["task_mnli"].dense
+
+
+def test_heads_without_the_dense_layer_train_export_and_reload(tiny_roberta, tmp_path):
+    """`model.head_dense=false`: the output layer alone over the pooled row (classification, regression and the
+    multiple-choice scorer); trained by a real Trainer, exported, rebuilt the same by inference; not a standard HF
+    head; `projection` (which shares the dense layer) is refused by name."""
+    heads, _ = build_heads([spec_from_dict(e) for e in ENTRIES], HeadContext(H, 100, False, dense=False))
+    out = lambda c: H * c + c  # noqa: E731
+    assert count(heads) == out(3) * 3 + out(2) + out(1) and all(h.dense is None for h in heads.values())
+    torch.manual_seed(0)
+    module = MuppetModule(backbone=tiny_roberta, task_specs=ENTRIES, head_dense=False, scheduler=constant_lr)
+    labels = [spec.fields.num_labels for spec in module.specs]
+    before = {k: v.clone() for k, v in module.heads.state_dict().items()}
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, use_distributed_sampler=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader([rows([0, 1, 2, 3, 4], labels)], batch_size=None))
+    assert all(not torch.equal(before[k], v) for k, v in module.heads.state_dict().items() if "out_proj" in k)
+    loaded = module_from_export(module.export_pretrained(tmp_path / "export"))
+    assert loaded.hparams.head_dense is False
+    assert all(torch.equal(loaded.heads.state_dict()[k], v) for k, v in module.heads.state_dict().items())
+    with pytest.raises(NotStandard, match="head_dense=false"):
+        module.heads["task_mnli"].standard("roberta", "first")
+    with pytest.raises(OptionError, match="model.head_sharing"):
+        MuppetModule(backbone=tiny_roberta, task_specs=ENTRIES, head_dense=False, head_sharing="projection")
