@@ -137,8 +137,7 @@ def test_heads_without_the_dense_layer_train_export_and_reload(tiny_roberta, tmp
     multiple-choice scorer); trained by a real Trainer, exported, rebuilt the same by inference; not a standard HF
     head; `projection` (which shares the dense layer) is refused by name."""
     heads, _ = build_heads([spec_from_dict(e) for e in ENTRIES], HeadContext(H, 100, False, dense=False))
-    out = lambda c: H * c + c  # noqa: E731
-    assert count(heads) == out(3) * 3 + out(2) + out(1) and all(h.dense is None for h in heads.values())
+    assert count(heads) == sum(H * c + c for c in (3, 3, 2, 1, 3)) and all(h.dense is None for h in heads.values())
     torch.manual_seed(0)
     module = MuppetModule(backbone=tiny_roberta, task_specs=ENTRIES, head_dense=False, scheduler=constant_lr)
     labels = [spec.fields.num_labels for spec in module.specs]
