@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (CONFIG_MAPPING, AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel,
                           PreTrainedTokenizerBase)
@@ -124,10 +125,14 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (R
 
 
 class Backbone(nn.Module):
-    def __init__(self, model: PreTrainedModel, pooling: str = "auto", source: str | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, pooling: str = "auto", source: str | None = None,
+                 length_chunks: int | None = None) -> None:
         """pooling: how a row becomes one vector for the pooled heads (`resolve_pooling`); source: the folder or hub
-        id the model came from (where `auto` looks for a sentence-transformers pooling config)."""
+        id the model came from (where `auto` looks for a sentence-transformers pooling config); length_chunks: an
+        encoder reads a batch's rows sorted by length in chunks of this many rows, each padded to its own longest
+        row (`encode`)."""
         super().__init__()
+        self.length_chunks = length_chunks
         self.model = model.train()  # `from_pretrained` returns eval mode, which would switch dropout off in training
         self.config = model.config
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
@@ -162,10 +167,9 @@ class Backbone(nn.Module):
         if not self.is_encoder_decoder:
             if self.uses_token_types and "token_type_ids" in batch:
                 embeds["token_type_ids"] = batch["token_type_ids"]
-            outputs = self.model(attention_mask=mask, **embeds)
-            hidden = outputs.last_hidden_state  # (R, T, H)
+            hidden, pooler = self.encode(mask, embeds)  # (R, T, H), (R, H) or None
             pooled = {"first": lambda: hidden[:, 0], "mean": lambda: masked_mean(hidden, mask),
-                      "pooler": lambda: outputs.pooler_output}[self.pooling]()
+                      "pooler": lambda: pooler}[self.pooling]()
             return BackboneOutput(hidden=hidden, pooled=pooled)
         decoder_ids = self._decoder_inputs(input_ids, lm_rows, decoder_targets)  # (R, max(T, L))
         hidden = self.model.model(attention_mask=mask, decoder_input_ids=decoder_ids, **embeds).last_hidden_state
@@ -182,6 +186,34 @@ class Backbone(nn.Module):
                 if hasattr(self.model, "final_logits_bias") else logits
             out.lm_rows = lm_rows
         return out
+
+    def encode(self, mask: torch.Tensor, embeds: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(last hidden state, pooler output) of an encoder. With `length_chunks` the rows (right-padded) run sorted
+        by length in chunks of that many rows, each cut to its own longest row, and are put back in place: the same
+        outputs as one call (a row attends to itself only) at the padding of length-grouped batches, so batches that
+        mix tasks need not be grouped by length (`data.group_by_length`). Positions past a row's chunk width hold 0."""
+        rows_total, width_total = mask.shape
+        if not self.length_chunks or rows_total <= self.length_chunks:
+            outputs = self.model(attention_mask=mask, **embeds)
+            return outputs.last_hidden_state, getattr(outputs, "pooler_output", None)
+        lengths = mask.sum(1)
+        order = torch.argsort(lengths)
+        hidden = pooler = None
+        for start in range(0, rows_total, self.length_chunks):
+            rows = order[start:start + self.length_chunks]
+            width = max(1, int(lengths[rows].max()))
+            outputs = self.model(attention_mask=mask[rows, :width],
+                                 **{k: v[rows, :width] for k, v in embeds.items()})
+            part = outputs.last_hidden_state
+            if hidden is None:
+                hidden = part.new_zeros(rows_total, width_total, part.shape[-1])
+            hidden = hidden.index_put((rows,), F.pad(part, (0, 0, 0, width_total - width)))
+            if getattr(outputs, "pooler_output", None) is not None:
+                if pooler is None:
+                    pooler = part.new_zeros(rows_total, outputs.pooler_output.shape[-1])
+                pooler = pooler.index_put((rows,), outputs.pooler_output)
+        return hidden, pooler
 
     def _decoder_inputs(self, source: torch.Tensor, lm_rows: torch.Tensor | None,
                         targets: torch.Tensor | None) -> torch.Tensor:

@@ -60,6 +60,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         reuse_heads: bool = False,
         skip_nonfinite: bool = False,
         pooling: Pooling = "auto",
+        length_chunks: int | None = None,
         log_task_mixture_up_to: int = 32,
     ) -> None:
         """
@@ -99,6 +100,9 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
                 `mean` (over real tokens), `pooler` (the backbone's own pooler output, e.g. BERT's), `eos` (BART: the
                 decoder state at the final EOS) or `auto`: the checkpoint's own (what an export recorded; mean for
                 sentence-transformers checkpoints such as MiniLM), else eos for encoder-decoders, first for encoders.
+            length_chunks: an encoder reads a batch's rows sorted by length in chunks of this many rows, each padded
+                to its own longest row: the same outputs with far less padding when batches are not grouped by
+                length (`data.group_by_length=false`, the default); none: one call over the padded batch.
             log_task_mixture_up_to: log the realized and target share of each task (`mixture/<task>/...`) only up to
                 this many tasks; per family (`mixture_family/<family>/...`) and `mixture/total_variation` always.
         """
@@ -121,7 +125,8 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         self.tokenizer = load_tokenizer(tokenizer_source(backbone, tokenizer, init_from))
         config = stored[0] if stored else None if folder else backbone_config
         model = build_backbone(folder or backbone, config, self.tokenizer)
-        self.backbone = Backbone(model, pooling, source=folder or (None if config else backbone))
+        self.backbone = Backbone(model, pooling, source=folder or (None if config else backbone),
+                                 length_chunks=length_chunks)
         context = HeadContext(self.backbone.hidden_size, self.backbone.config.vocab_size,
                               self.backbone.is_encoder_decoder, dropout, label_smoothing, head_dense)
         self.heads, self.head_keys = build_heads(self.specs, context, shared_heads, head_sharing)
