@@ -1,10 +1,11 @@
 """The plain loop and the CLI on the same mix, caps and recipe, then the same fine-tuning on a held-out target
 (docs/does_it_help.md, "The plain loop and the CLI"). Each upstream arm pre-finetunes once per seed (the plain loop,
 or `train.py fit` with the options that arm names); every fine-tuning run uses the plain fine-tuner
-(experiments/plain_loop.py) from that arm's weights with the same seed, so arms differ only in their pre-finetuning.
+(experiments/plain_loop.py) from that arm's weights with the same seed, so arms differ only in their pre-finetuning;
+`--cli-finetune ARM ...` also fine-tunes those arms' weights through `train.py fit` (the CLI's fine-tuning).
 
-    python -m experiments.plain_vs_cli --data-root DATA --jobs 2
-    python -m experiments.plain_vs_cli --data-root DATA --report-only
+    python -m experiments.plain_vs_cli --data-root DATA --jobs 2 [--seeds 0 1 2] [--arms ...] [--cli-finetune ...]
+    python -m experiments.plain_vs_cli --report-only --out docs/results/plain_vs_cli   # the committed CSVs
 
 Resumable: a run whose result.json exists is not run again. Writes <out>/results.csv (one row per run), the
 fine-tuning curves <out>/curves.csv and prints the paired table.
@@ -35,6 +36,7 @@ MC_CAPS = {**{t: 350 for t in MULTIPLE_CHOICE}, "cosmos_qa": 175}
 TRAIN_SIZES = {"piqa": 1000, "arc_challenge": 1096, "wnli": 635}  # local copies smaller than the cap (tasks.json)
 BATCH, LR, WARMUP, MAX_LENGTH, UPSTREAM_EVAL = 32, 5e-5, 0.06, 128, 200
 TARGET = "mrpc"
+TARGET_TRAIN = 3668  # MRPC's training examples (the local copy: GLUE's train split)
 
 
 def epoch_examples() -> int:
@@ -110,6 +112,37 @@ def finetune_command(weights: str, seed: int, data_root: str, out: Path, epochs:
             "--eval-every", "58", "--out", str(out)]
 
 
+def cli_finetune_command(weights: str | None, seed: int, data_root: str, out: Path, epochs: float) -> list[str]:
+    """The same fine-tuning through `train.py fit` (the CLI's recipe: its heads, the config's AdamW): from the plain
+    MiniLM (weights None), a plain-loop backbone folder, or a CLI export (`init_from`); mean pooling in every case."""
+    steps = -(-int(epochs * TARGET_TRAIN) // 16)
+    start = ([f"--model.init_from={weights}"] if weights and (Path(weights) / "muppet_tasks.json").exists()
+             else [f"--model.backbone={weights or backbone()}"])
+    return [sys.executable, "train.py", "fit", "--config", "experiments/configs/minilm.yaml",
+            f"--model.backbone={backbone()}", *start, "--model.pooling=mean", f"--data.data_root={data_root}",
+            f"--data.tasks=[{TARGET}]", f"--seed_everything={seed}", "--data.batch_size=16",
+            f"--data.max_length={MAX_LENGTH}", "--data.max_eval_examples=1000", "--model.optimizer.init_args.lr=3e-5",
+            f"--model.warmup={WARMUP}", f"--trainer.max_steps={steps}", "--trainer.val_check_interval=58",
+            "--checkpoint.save_top_k=0", "--checkpoint.save_last=false", "--latest.save_top_k=0",
+            "--export.use_best=false", f"--trainer.logger.init_args.save_dir={out}"]
+
+
+def finish_cli_finetune(out: Path) -> None:
+    """curve.csv and result.json of a CLI fine-tuning run from its TensorBoard scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(log_dir_of(out)), size_guidance={"scalars": 0})
+    events.Reload()
+    points = events.Scalars(f"val/{TARGET}/accuracy")
+    curve = [{"step": p.step, "epoch": round(p.step * 16 / TARGET_TRAIN, 3), "train_loss": "",
+              "accuracy": p.value} for p in points]
+    with (out / "curve.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(curve[0]))
+        writer.writeheader()
+        writer.writerows(curve)
+    result = {"final": curve[-1]["accuracy"], "best": max(c["accuracy"] for c in curve), "updates": curve[-1]["step"]}
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 class Pool:
     """Up to `jobs` single-thread subprocesses; each writes its output to <folder>/run.log."""
 
@@ -167,6 +200,16 @@ def run(args: argparse.Namespace) -> None:
                 print(f"skip {folder.name}: no upstream weights", flush=True)
                 continue
             pool.start(folder.name, finetune_command(str(weights), seed, root, folder, args.epochs), folder)
+        for arm in args.cli_finetune:
+            folder = out / f"ftcli-{arm}-s{seed}"
+            if (folder / "result.json").exists():
+                continue
+            weights = None if arm == "baseline" else upstream_weights(arm, out / f"up-{arm}-s{seed}")
+            if arm != "baseline" and weights is None:
+                print(f"skip {folder.name}: no upstream weights", flush=True)
+                continue
+            pool.start(folder.name, cli_finetune_command(weights and str(weights), seed, root, folder, args.epochs),
+                       folder, finish_cli_finetune)
     pool.drain()
 
 
@@ -184,6 +227,7 @@ def report(out: Path, plot: Path | None = None) -> None:
         if not (folder / "result.json").exists():
             continue
         stage, arm, seed = folder.name.split("-")[0], "-".join(folder.name.split("-")[1:-1]), folder.name[-1]
+        arm = f"{arm} (CLI fine-tuning)" if stage == "ftcli" else arm
         result = json.loads((folder / "result.json").read_text())
         wall = (folder / "wall_s").read_text().strip() if (folder / "wall_s").exists() else ""
         if stage == "up":
@@ -264,26 +308,31 @@ def print_tables(rows: list[dict]) -> None:
         for arm in sorted({a for a, _ in values}):
             seeds = sorted(s for a, s in values if a == arm)
             v = np.array([values[arm, s] for s in seeds])
-            paired = [values[arm, s] - values["baseline", s] for s in seeds if ("baseline", s) in values]
+            base = "baseline (CLI fine-tuning)" if arm.endswith("(CLI fine-tuning)") else "baseline"
+            paired = [values[arm, s] - values[base, s] for s in seeds if (base, s) in values]
             diff = (f"{np.mean(paired):+.3f} ± {np.std(paired, ddof=1) if len(paired) > 1 else 0:.3f} "
-                    f"({sum(d > 0 for d in paired)}/{len(paired)} better)") if paired and arm != "baseline" else "-"
+                    f"({sum(d > 0 for d in paired)}/{len(paired)} better)") if paired and arm != base else "-"
             sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
             print(f"| {arm} | {', '.join(f'{x:.3f}' for x in v)} | {v.mean():.3f} ± {sd:.3f} | {diff} |")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--data-root", help="folder of the local copies (docs/catalogue.md); not needed by --report-only")
     parser.add_argument("--out", default="logs/experiments/plain_vs_cli")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["baseline", *ARMS], choices=["baseline", *ARMS])
+    parser.add_argument("--cli-finetune", nargs="*", default=[], choices=["baseline", *ARMS],
+                        help="also fine-tune these arms' weights through train.py (the CLI's fine-tuning)")
     parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (validation every 58 updates)")
     parser.add_argument("--report-only", action="store_true",
                         help="tables (and --plot) from the run folders under --out, or from its CSVs")
     parser.add_argument("--plot", type=Path, default=None, help="write the fine-tuning curves to this PNG")
     args = parser.parse_args(argv)
     if not args.report_only:
+        if not args.data_root:
+            parser.error("--data-root is needed to run (it holds the local copies of the tasks)")
         run(args)
     report(Path(args.out), args.plot)
 
