@@ -56,7 +56,8 @@ def cli_caps_args() -> list[str]:
             f"--data.task_weights={json.dumps(weights)}"]
 
 
-# upstream arms: None = the plain loop (`plain_<head>`: with that head); a list = train.py fit with these options on top of the common recipe
+# upstream arms: None = the plain loop (`plain_<head>`: with that head); a list = train.py fit with these options on
+# top of the common recipe
 ARMS: dict[str, list[str] | None] = {
     "plain": None,
     "plain_dense": None,  # the plain loop with the CLI's dense+tanh heads
@@ -200,16 +201,17 @@ def run(args: argparse.Namespace) -> None:
                 print(f"skip {folder.name}: no upstream weights", flush=True)
                 continue
             pool.start(folder.name, finetune_command(str(weights), seed, root, folder, args.epochs), folder)
-        for arm in args.cli_finetune:
-            folder = out / f"ftcli-{arm}-s{seed}"
+        for arm, head in [(a, "dense") for a in args.cli_finetune] + [(a, "linear") for a in args.cli_finetune_linear]:
+            folder = out / (f"ftcli-{arm}-s{seed}" if head == "dense" else f"ftclilinear-{arm}-s{seed}")
             if (folder / "result.json").exists():
                 continue
             weights = None if arm == "baseline" else upstream_weights(arm, out / f"up-{arm}-s{seed}")
             if arm != "baseline" and weights is None:
                 print(f"skip {folder.name}: no upstream weights", flush=True)
                 continue
-            pool.start(folder.name, cli_finetune_command(weights and str(weights), seed, root, folder, args.epochs),
-                       folder, finish_cli_finetune)
+            command = cli_finetune_command(weights and str(weights), seed, root, folder, args.epochs)
+            pool.start(folder.name, command + (["--model.head_dense=false"] if head == "linear" else []), folder,
+                       finish_cli_finetune)
     pool.drain()
 
 
@@ -227,7 +229,8 @@ def report(out: Path, plot: Path | None = None) -> None:
         if not (folder / "result.json").exists():
             continue
         stage, arm, seed = folder.name.split("-")[0], "-".join(folder.name.split("-")[1:-1]), folder.name[-1]
-        arm = f"{arm} (CLI fine-tuning)" if stage == "ftcli" else arm
+        arm = {"ftcli": f"{arm} (CLI fine-tuning)",
+               "ftclilinear": f"{arm} (CLI fine-tuning, linear head)"}.get(stage, arm)
         result = json.loads((folder / "result.json").read_text())
         wall = (folder / "wall_s").read_text().strip() if (folder / "wall_s").exists() else ""
         if stage == "up":
@@ -308,7 +311,7 @@ def print_tables(rows: list[dict]) -> None:
         for arm in sorted({a for a, _ in values}):
             seeds = sorted(s for a, s in values if a == arm)
             v = np.array([values[arm, s] for s in seeds])
-            base = "baseline (CLI fine-tuning)" if arm.endswith("(CLI fine-tuning)") else "baseline"
+            base = "baseline" + arm[arm.index(" ("):] if " (" in arm else "baseline"
             paired = [values[arm, s] - values[base, s] for s in seeds if (base, s) in values]
             diff = (f"{np.mean(paired):+.3f} ± {np.std(paired, ddof=1) if len(paired) > 1 else 0:.3f} "
                     f"({sum(d > 0 for d in paired)}/{len(paired)} better)") if paired and arm != base else "-"
@@ -318,13 +321,16 @@ def print_tables(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", help="folder of the local copies (docs/catalogue.md); not needed by --report-only")
+    parser.add_argument("--data-root",
+                        help="folder of the local copies (docs/catalogue.md); not needed by --report-only")
     parser.add_argument("--out", default="logs/experiments/plain_vs_cli")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["baseline", *ARMS], choices=["baseline", *ARMS])
     parser.add_argument("--cli-finetune", nargs="*", default=[], choices=["baseline", *ARMS],
                         help="also fine-tune these arms' weights through train.py (the CLI's fine-tuning)")
+    parser.add_argument("--cli-finetune-linear", nargs="*", default=[], choices=["baseline", *ARMS],
+                        help="the same through train.py with --model.head_dense=false (a linear head)")
     parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (validation every 58 updates)")
     parser.add_argument("--report-only", action="store_true",
                         help="tables (and --plot) from the run folders under --out, or from its CSVs")
