@@ -1,7 +1,8 @@
 """A plain PyTorch pre-finetuning loop and fine-tuner: the reference the CLI is compared with in docs/does_it_help.md
 ("The plain loop and the CLI"). No Lightning and none of the project's sampler, collator, heads, loss or optimizer
-code: only the tokenized rows come from the project's data module, so both read the same text with the same
-tokenizer.
+code: only the tokenized rows come from the project's data module (so both read the same text with the same
+tokenizer) and the encoder's forward with mean pooling from its `Backbone` (rows in length-sorted chunks: the same
+outputs as one padded call, less padding).
 
 Its recipe: the pooled mix of every task's capped examples shuffled once per epoch and cut into batches of 32 in
 that order (no length grouping), mean pooling, a linear head per classification task and one linear scorer shared by
@@ -32,6 +33,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
 from datamodules.multitask import MultiTaskDataModule
+from lightning_modules.backbone import Backbone
 
 FAMILIES = ("classification", "multiple_choice")  # what this loop trains; others are refused by name
 
@@ -89,8 +91,9 @@ class Model(nn.Module):
     def __init__(self, backbone: str, tasks: Tasks, head: str = "linear") -> None:
         """head: `linear` (this loop's), or `dense`: dropout, dense(H, H), tanh, dropout, linear (the CLI's heads)."""
         super().__init__()
-        self.backbone = AutoModel.from_pretrained(backbone)
-        hidden = self.backbone.config.hidden_size
+        # the encoder and its mean pooling only, rows in length-sorted chunks (the same outputs as one padded call)
+        self.backbone = Backbone(AutoModel.from_pretrained(backbone), "mean", length_chunks=32)
+        hidden = self.backbone.hidden_size
         self.dropout = nn.Dropout(0.1)
 
         def layer(outputs: int) -> nn.Module:
@@ -103,26 +106,9 @@ class Model(nn.Module):
         self.scorer = layer(1)
         self.tasks = tasks
 
-    def encode(self, batch: dict, chunk: int = 32) -> torch.Tensor:
-        """Mean-pooled rows. The rows run through the backbone in chunks of similar length, each padded to its own
-        longest row: the same result as one padded call (rows do not see each other), with far less padding."""
-        mask = batch["attention_mask"]
-        lengths = mask.sum(1)
-        order = torch.argsort(lengths)
-        pooled = torch.empty(len(order), self.backbone.config.hidden_size)
-        for start in range(0, len(order), chunk):
-            rows = order[start:start + chunk]
-            width = int(lengths[rows].max())
-            m = mask[rows, :width]
-            out = self.backbone(input_ids=batch["input_ids"][rows, :width], attention_mask=m,
-                                token_type_ids=batch["token_type_ids"][rows, :width]).last_hidden_state
-            m = m.unsqueeze(-1).float()
-            pooled = pooled.index_put((rows,), (out * m).sum(1) / m.sum(1).clamp(min=1))
-        return pooled
-
     def forward(self, batch: dict) -> list[torch.Tensor]:
         """One logit vector per example (classes, or one score per choice)."""
-        pooled = self.dropout(self.encode(batch))
+        pooled = self.dropout(self.backbone(batch).pooled)
         logits = []
         for (start, end), task in zip(batch["spans"], batch["tasks"]):
             logits.append(self.scorer(pooled[start:end]).squeeze(-1) if self.tasks.is_choice(task)
@@ -205,7 +191,7 @@ def upstream(args: argparse.Namespace) -> None:
                     args.lr, args.warmup, args.seed)
     scores = accuracy(model, tasks)
     out = Path(args.out)
-    model.backbone.save_pretrained(out / "backbone")
+    model.backbone.model.save_pretrained(out / "backbone")
     AutoTokenizer.from_pretrained(args.backbone).save_pretrained(out / "backbone")
     result = {"updates": updates, "examples_per_epoch": sizes, "seconds": round(seconds, 1), "validation": scores}
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")

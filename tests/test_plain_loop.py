@@ -10,25 +10,27 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from experiments.plain_loop import Model, loss_of
+from lightning_modules.backbone import Backbone
 
 
 def test_chunked_encoding_equals_one_padded_call_and_passes_gradients():
     torch.manual_seed(0)
     model = Model.__new__(Model)
     nn.Module.__init__(model)
-    model.backbone = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=64)).eval()
+    model.backbone = Backbone(BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=2, intermediate_size=64)), "mean",
+                              length_chunks=16).eval()
     lengths = torch.randint(3, 40, (70,))
     ids = torch.zeros(70, 40, dtype=torch.long)
     for i, n in enumerate(lengths):
         ids[i, :n] = torch.randint(1, 100, (int(n),))
     batch = {"input_ids": ids, "attention_mask": ids.ne(0).long(), "token_type_ids": torch.zeros_like(ids)}
-    chunked = model.encode(batch, chunk=16)
-    out = model.backbone(**batch).last_hidden_state
+    chunked = model.backbone(batch).pooled  # what Model.forward pools
+    out = model.backbone.model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).float()
     assert torch.allclose(chunked, (out * mask).sum(1) / mask.sum(1), atol=1e-5)
     chunked.sum().backward()
-    assert model.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert model.backbone.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
 
 def test_loss_is_the_batch_mean_of_cross_entropy_over_log_n():
