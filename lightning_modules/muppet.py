@@ -102,7 +102,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
                 sentence-transformers checkpoints such as MiniLM), else eos for encoder-decoders, first for encoders.
             length_chunks: an encoder reads a batch's rows sorted by length in chunks of this many rows, each padded
                 to its own longest row: the same outputs with far less padding when batches are not grouped by
-                length (`data.group_by_length=false`, the default); none: one call over the padded batch.
+                length (`data.group_by_length=false`); none (the default): one call over the padded batch.
             log_task_mixture_up_to: log the realized and target share of each task (`mixture/<task>/...`) only up to
                 this many tasks; per family (`mixture_family/<family>/...`) and `mixture/total_variation` always.
         """
