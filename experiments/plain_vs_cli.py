@@ -2,9 +2,11 @@
 (docs/does_it_help.md, "The plain loop and the CLI"). Each upstream arm pre-finetunes once per seed (the plain loop,
 or `train.py fit` with the options that arm names); every fine-tuning run uses the plain fine-tuner
 (experiments/plain_loop.py) from that arm's weights with the same seed, so arms differ only in their pre-finetuning;
-`--cli-finetune ARM ...` also fine-tunes those arms' weights through `train.py fit` (the CLI's fine-tuning).
+`--cli-finetune ARM ...` also fine-tunes those arms' weights through `train.py fit` (the CLI's fine-tuning), with
+each recipe of `--cli-recipes` (RECIPES: the default, or the plain fine-tuner's differences one at a time).
 
-    python -m experiments.plain_vs_cli --data-root DATA --jobs 2 [--seeds 0 1 2] [--arms ...] [--cli-finetune ...]
+    python -m experiments.plain_vs_cli --data-root DATA --jobs 2 [--seeds 0 1 2] [--arms ...]
+        [--cli-finetune ARM ...] [--cli-recipes RECIPE ...]
     python -m experiments.plain_vs_cli --report-only --out docs/results/plain_vs_cli   # the committed CSVs
 
 Resumable: a run whose result.json exists is not run again. Writes <out>/results.csv (one row per run), the
@@ -65,6 +67,21 @@ ARMS: dict[str, list[str] | None] = {
     "cli_shuffled": ["--data.group_by_length=false"],  # batches cut from the shuffled pooled mix, as the plain loop
     "cli_linear": ["--model.head_dense=false"],  # linear heads over the pooled row, as the plain loop
     "cli_adam": ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"],
+}
+
+# the CLI's fine-tuning recipes (`--cli-recipes`): options on top of cli_finetune_command's, each one difference
+# between the CLI's fine-tuning and the plain fine-tuner's; `plainlike` has all of them. Name -> (run folder prefix,
+# label in the tables, options).
+TORCH_ADAMW = ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"]
+RECIPES: dict[str, tuple[str, str, list[str]]] = {
+    "default": ("ftcli", "CLI fine-tuning", []),
+    "linear": ("ftclilinear", "CLI fine-tuning, linear head", ["--model.head_dense=false"]),
+    "adam": ("ftcliadam", "CLI fine-tuning, AdamW 0.999/1e-8", TORCH_ADAMW),
+    "shuffled": ("ftclishuffled", "CLI fine-tuning, no length grouping", ["--data.group_by_length=false"]),
+    "unscaled": ("ftcliunscaled", "CLI fine-tuning, loss unscaled", ["--model.loss_scaling=none"]),
+    "plainlike": ("ftcliplainlike", "CLI fine-tuning, all four as the plain fine-tuner",
+                  ["--model.head_dense=false", *TORCH_ADAMW, "--data.group_by_length=false",
+                   "--model.loss_scaling=none"]),
 }
 
 
@@ -201,8 +218,9 @@ def run(args: argparse.Namespace) -> None:
                 print(f"skip {folder.name}: no upstream weights", flush=True)
                 continue
             pool.start(folder.name, finetune_command(str(weights), seed, root, folder, args.epochs), folder)
-        for arm, head in [(a, "dense") for a in args.cli_finetune] + [(a, "linear") for a in args.cli_finetune_linear]:
-            folder = out / (f"ftcli-{arm}-s{seed}" if head == "dense" else f"ftclilinear-{arm}-s{seed}")
+        for arm, recipe in [(a, r) for r in args.cli_recipes for a in args.cli_finetune]:
+            prefix, _, options = RECIPES[recipe]
+            folder = out / f"{prefix}-{arm}-s{seed}"
             if (folder / "result.json").exists():
                 continue
             weights = None if arm == "baseline" else upstream_weights(arm, out / f"up-{arm}-s{seed}")
@@ -210,8 +228,7 @@ def run(args: argparse.Namespace) -> None:
                 print(f"skip {folder.name}: no upstream weights", flush=True)
                 continue
             command = cli_finetune_command(weights and str(weights), seed, root, folder, args.epochs)
-            pool.start(folder.name, command + (["--model.head_dense=false"] if head == "linear" else []), folder,
-                       finish_cli_finetune)
+            pool.start(folder.name, command + options, folder, finish_cli_finetune)
     pool.drain()
 
 
@@ -229,8 +246,7 @@ def report(out: Path, plot: Path | None = None) -> None:
         if not (folder / "result.json").exists():
             continue
         stage, arm, seed = folder.name.split("-")[0], "-".join(folder.name.split("-")[1:-1]), folder.name[-1]
-        arm = {"ftcli": f"{arm} (CLI fine-tuning)",
-               "ftclilinear": f"{arm} (CLI fine-tuning, linear head)"}.get(stage, arm)
+        arm = {prefix: f"{arm} ({label})" for prefix, label, _ in RECIPES.values()}.get(stage, arm)
         result = json.loads((folder / "result.json").read_text())
         wall = (folder / "wall_s").read_text().strip() if (folder / "wall_s").exists() else ""
         if stage == "up":
@@ -329,8 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", default=["baseline", *ARMS], choices=["baseline", *ARMS])
     parser.add_argument("--cli-finetune", nargs="*", default=[], choices=["baseline", *ARMS],
                         help="also fine-tune these arms' weights through train.py (the CLI's fine-tuning)")
-    parser.add_argument("--cli-finetune-linear", nargs="*", default=[], choices=["baseline", *ARMS],
-                        help="the same through train.py with --model.head_dense=false (a linear head)")
+    parser.add_argument("--cli-recipes", nargs="+", default=["default"], choices=list(RECIPES),
+                        help="the train.py fine-tuning recipes for --cli-finetune (RECIPES: default, or one "
+                             "difference from the plain fine-tuner, or plainlike: all of them)")
     parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (validation every 58 updates)")
     parser.add_argument("--report-only", action="store_true",
                         help="tables (and --plot) from the run folders under --out, or from its CSVs")

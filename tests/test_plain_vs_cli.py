@@ -1,0 +1,48 @@
+"""The plain-loop comparison's driver (experiments/plain_vs_cli.py): every CLI fine-tuning recipe is options that
+train.py accepts and that reach the resolved config, and the report labels each recipe's runs and pairs them with
+the baseline fine-tuned by the same recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from experiments.plain_vs_cli import RECIPES, cli_finetune_command, report
+from tests.test_cli import train
+
+
+@pytest.mark.slow
+def test_the_plainlike_recipes_options_reach_train_pys_resolved_config(tmp_path):
+    command = cli_finetune_command(None, 0, str(tmp_path), tmp_path / "run", 2.0) + RECIPES["plainlike"][2]
+    result = train(*command[command.index("fit"):], "--print_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["head_dense"] is False and printed["model"]["loss_scaling"] == "none"
+    assert printed["model"]["optimizer"]["init_args"]["betas"] == [0.9, 0.999]
+    assert printed["model"]["optimizer"]["init_args"]["eps"] == 1e-8
+    assert printed["data"]["group_by_length"] is False and printed["data"]["tasks"] == ["mrpc"]
+
+
+def test_every_recipe_differs_from_the_default_and_plainlike_has_all_of_them():
+    default = RECIPES["default"][2]
+    singles = [options for name, (_, _, options) in RECIPES.items() if name not in ("default", "plainlike")]
+    assert default == [] and all(singles)
+    assert sorted(o for options in singles for o in options) == sorted(RECIPES["plainlike"][2])
+    assert len({prefix for prefix, _, _ in RECIPES.values()}) == len(RECIPES)  # one run folder prefix each
+
+
+def test_report_labels_each_recipe_and_pairs_it_with_its_own_baseline(tmp_path, capsys):
+    values = {("ftcliplainlike", "baseline"): 0.75, ("ftcliplainlike", "cli"): 0.80, ("ftcli", "baseline"): 0.77,
+              ("ftcli", "cli"): 0.775}
+    for (prefix, arm), best in values.items():
+        folder = tmp_path / f"{prefix}-{arm}-s0"
+        folder.mkdir()
+        (folder / "result.json").write_text(json.dumps({"best": best, "final": best, "updates": 58}))
+        (folder / "curve.csv").write_text(f"step,epoch,train_loss,accuracy\n58,0.253,,{best}\n")
+    report(tmp_path)
+    printed = capsys.readouterr().out
+    label = RECIPES["plainlike"][1]
+    assert f"| cli ({label}) | 0.800 | 0.800 ± 0.000 | +0.050 ± 0.000 (1/1 better) |" in printed
+    assert "| cli (CLI fine-tuning) | 0.775 | 0.775 ± 0.000 | +0.005 ± 0.000 (1/1 better) |" in printed
