@@ -17,7 +17,7 @@ import dataclasses
 import re
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, ReadInstruction
 
 from core.errors import CatalogueError
 from core.task_spec import FROM_FEATURES, TaskSpec
@@ -32,6 +32,19 @@ def needs_data(spec: TaskSpec) -> bool:
 
 def split_name(name: str) -> str:
     return re.sub(r"\[.*\]$", "", name)
+
+
+def split_rows(dataset: Dataset, split: str, task: str) -> Dataset:
+    """The rows of a whole split that a split spec with a slice (`train[:10%]`, `train[100:]+train[:50]`) names, as
+    `load_dataset(split=...)` reads them (datasets' own ReadInstruction), for entries whose data is read whole."""
+    if split_name(split) == split:
+        return dataset
+    try:
+        parts = ReadInstruction.from_spec(split).to_absolute({split_name(split): len(dataset)})
+    except (ValueError, AssertionError) as error:
+        raise CatalogueError(f"split '{split}' is not a split spec `datasets` reads ({error})", task=task,
+                             field="splits") from error
+    return dataset.select([i for part in parts for i in range(part.from_, part.to)])
 
 
 def resolve(spec: TaskSpec, data: dict[str, Dataset]) -> tuple[TaskSpec, list[str]]:

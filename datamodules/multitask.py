@@ -23,7 +23,7 @@ from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 from datamodules.collate import MultiTaskCollator, MultiTaskDataset
 from datamodules.eval_sampler import EvalBatchSampler
 from datamodules.families import FAMILIES
-from datamodules.from_data import needs_data, resolve, split_name
+from datamodules.from_data import needs_data, resolve, split_name, split_rows
 from datamodules.holdout import carve
 from datamodules.preprocess import Lengths, cache_key_parts, make_preprocess
 from datamodules.sampler import MultiTaskBatchSampler, target_proportions
@@ -187,7 +187,7 @@ class MultiTaskDataModule(L.LightningDataModule):
             if name not in source:
                 raise DataValidationError(f"task '{spec.name}', split '{split}': the data has no split '{name}' "
                                           f"(it has {sorted(source)})")
-            dataset = source[name]
+            dataset = split_rows(source[name], spec.splits[split], spec.name)  # a slice such as train[:10%]
         else:
             try:
                 dataset = load_dataset(**spec.load_kwargs(), split=spec.splits[split])

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
-from core.errors import MissingPackageError
+from core.errors import CatalogueError, MissingPackageError
 from datamodules.catalogue import DEFAULT_CATALOGUE, Catalogue
 from datamodules.multitask import MultiTaskDataModule
 from datamodules.tasksource_import import (
@@ -133,6 +133,26 @@ def test_validation_is_carved_from_train_where_the_data_has_none_and_the_log_say
     assert spec["validation_from_train"] == {"size": 0.1, "seed": 0} and "validation carved from train" in caplog.text
     dm.prepare_data()
     assert len(dm.raw_split(dm.specs[0], "validation")) == 5
+
+
+def test_a_split_slice_of_an_entry_read_whole_selects_what_load_dataset_would(tmp_path):
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
+                         "label": ClassLabel(names=["entailment", "not_entailment"]), "idx": Value("int32")})
+    rows = Dataset.from_dict({"sentence1": [text(i) for i in range(40)], "sentence2": [text(i + 3) for i in range(40)],
+                              "label": [i % 2 for i in range(40)], "idx": list(range(40))}, features=features)
+    catalogue = local_entry(tmp_path, "ts_glue_rte", {"train": rows, "validation": rows})
+    entry = yaml.safe_load(Path(catalogue).read_text())
+    entry["ts_glue_rte"]["splits"] = {"train": "train[:25%]", "validation": "validation[-3:]+validation[:2]"}
+    Path(catalogue).write_text(yaml.safe_dump(entry))
+    dm = datamodule(catalogue, "ts_glue_rte", tmp_path)
+    dm.prepare_data()
+    assert dm.raw_split(dm.specs[0], "train")["idx"] == list(range(10))
+    assert dm.raw_split(dm.specs[0], "validation")["idx"] == [37, 38, 39, 0, 1]
+    entry["ts_glue_rte"]["splits"]["train"] = "train[:ten]"
+    Path(catalogue).write_text(yaml.safe_dump(entry))
+    dm = datamodule(catalogue, "ts_glue_rte", tmp_path / "again")
+    with pytest.raises(CatalogueError, match=r"ts_glue_rte.*train\[:ten\]"):
+        dm.prepare_data()
 
 
 def test_a_missing_tasksource_package_is_named_before_anything_runs(tmp_path, monkeypatch):
