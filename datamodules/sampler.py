@@ -10,12 +10,12 @@ example is seen exactly once per epoch. Only index arrays are held, never batche
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
 
-from core.errors import OptionError
+from core.errors import DataValidationError, OptionError
 
 STRATEGIES = ("proportional", "temperature", "uniform")
 # mixed: every batch mixes tasks; task_per_batch: one task per micro-batch, many tasks per update through ranks and
@@ -70,7 +70,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.rows = [np.asarray(r, dtype=np.int64) for r in rows] if rows else [np.ones_like(x) for x in self.lengths]
         self.sizes = [len(x) for x in self.lengths]
         if not any(self.sizes):
-            raise ValueError("the task sampler got no training examples")
+            raise DataValidationError("no training examples in any selected task (check data.train_fraction, data.train_examples and the tasks' train splits)")
         self.caps = caps or [None] * len(self.sizes)
         capped = [min(n, c) if c else n for n, c in zip(self.sizes, self.caps)]
         self.proportions = target_proportions(capped, strategy, temperature, weights)
@@ -152,8 +152,9 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         while len(batches) % multiple or len(batches) < multiple:
             largest = int(np.argmax(costs)) if len(costs) else 0
             if not len(costs) or costs[largest] < 0:
-                raise ValueError(f"{sum(map(len, batches))} example(s) cannot fill {multiple} batch(es) "
-                                 f"(ranks x accumulation): too few training examples for this many processes")
+                raise DataValidationError(f"{sum(map(len, batches))} training example(s) cannot fill {multiple} "
+                                          f"batch(es) (ranks x trainer.accumulate_grad_batches): too few training "
+                                          f"examples for this many processes")
             half = len(batches[largest]) // 2
             batches[largest:largest + 1] = [batches[largest][:half], batches[largest][half:]]
             costs = np.concatenate([costs[:largest], self._costs(batches[largest:largest + 2]), costs[largest + 1:]])

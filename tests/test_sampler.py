@@ -5,6 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from datamodules.sampler import MultiTaskBatchSampler, target_proportions
 
 
@@ -189,3 +190,11 @@ def test_atomic_checkpoint_write_keeps_the_previous_file_when_killed_mid_write(t
     assert [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"] == ["last.ckpt.partial"]
     io.save_checkpoint({"step": 3}, path)
     assert torch.load(path, weights_only=False)["step"] == 3
+
+
+def test_no_examples_or_too_few_for_the_ranks_are_user_errors_naming_the_cause():
+    with pytest.raises(UserError, match="no training examples in any selected task"):
+        MultiTaskBatchSampler([np.array([], dtype=np.int64)], batch_size=4)
+    sampler = MultiTaskBatchSampler([np.array([7])], batch_size=4, num_replicas=2, rank=0, seed=0)
+    with pytest.raises(UserError, match=r"1 training example\(s\) cannot fill 2 batch\(es\).*too few training"):
+        list(sampler)
