@@ -19,6 +19,7 @@ no stage.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from datamodules.families.base import Lengths
 from lightning_modules.export import save_export
 from lightning_modules.predictions import WritePredictions
 
@@ -112,7 +114,8 @@ class EndOfFit:
         folder = Path(options.dirpath or self.run_dir / "export")
         if self.trainer.is_global_zero:
             state = torch.load(source, map_location="cpu", mmap=True, weights_only=False)["state_dict"]
-            save_export(self.model, folder, state)
+            save_export(self.model, folder, state, dataclasses.asdict(self.datamodule.lengths)
+                        if isinstance(getattr(self.datamodule, "lengths", None), Lengths) else None)
             rank_zero_info(f"exported the pre-finetuned model ({source}) to {folder}")
         self.trainer.strategy.barrier("export")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningDataModule
 
 from core.errors import CheckpointError
 
@@ -24,9 +25,14 @@ def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor
     return {k[len(prefix):]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
 
 
-def save_export(module: Any, folder: Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+LENGTHS = ("max_length", "max_target_length", "doc_stride")  # the data module's, recorded for inference
+
+
+def save_export(module: Any, folder: Path, state: dict[str, torch.Tensor] | None = None,
+                lengths: dict[str, int] | None = None) -> Path:
     """Write `module` (a MuppetModule) as an export folder. `state`: a full MuppetModule state dict to export
-    instead of the module's own weights (a checkpoint's)."""
+    instead of the module's own weights (a checkpoint's). `lengths`: the data module's `max_length`,
+    `max_target_length` and `doc_stride` the model was trained with (inference uses them unless told otherwise)."""
     folder.mkdir(parents=True, exist_ok=True)
     if state is None:
         module.backbone.model.save_pretrained(folder)
@@ -40,8 +46,25 @@ def save_export(module: Any, folder: Path, state: dict[str, torch.Tensor] | None
     (folder / TASKS_FILE).write_text(json.dumps(tasks, indent=2, default=str))
     # how the heads were built (rebuilding them needs it: lightning_modules/inference.py)
     hparams = getattr(module, "hparams", {})
-    (folder / MODEL_FILE).write_text(json.dumps({k: hparams.get(k) for k in ("head_sharing", "shared_heads", "head_dense")}))
+    built: dict[str, Any] = {k: hparams.get(k) for k in ("head_sharing", "shared_heads", "head_dense")}
+    if lengths:
+        built["lengths"] = {k: int(lengths[k]) for k in LENGTHS if lengths.get(k) is not None}
+    (folder / MODEL_FILE).write_text(json.dumps(built))
     return folder
+
+
+def lengths_of_checkpoint(checkpoint: dict[str, Any]) -> dict[str, int]:
+    """The data module's lengths a Lightning checkpoint stores with its hyperparameters (empty if it has none)."""
+    data = checkpoint.get(LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+    return {k: int(data[k]) for k in LENGTHS if data.get(k) is not None}
+
+
+def recorded_lengths(path: Path) -> dict[str, int]:
+    """The lengths an export folder (its muppet_model.json) or a `.ckpt` recorded; empty where none were."""
+    if path.is_dir():
+        built = json.loads((path / MODEL_FILE).read_text()) if (path / MODEL_FILE).is_file() else {}
+        return {k: int(v) for k, v in (built.get("lengths") or {}).items() if k in LENGTHS}
+    return lengths_of_checkpoint(torch.load(path, map_location="cpu", mmap=True, weights_only=False))
 
 
 def read_export_heads(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

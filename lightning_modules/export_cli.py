@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lightning_modules.export import save_export
+import torch
+
+from lightning_modules.export import lengths_of_checkpoint, save_export
 from lightning_modules.rebuild import module_from_checkpoint
 
 
@@ -17,7 +19,9 @@ def main(args: list[str] | None = None) -> Path:
     parser.add_argument("--checkpoint", required=True, help="a Lightning checkpoint of MuppetModule")
     parser.add_argument("--output", required=True, help="folder to write")
     options = parser.parse_args(args)
-    folder = save_export(module_from_checkpoint(options.checkpoint), Path(options.output))
+    module = module_from_checkpoint(options.checkpoint)  # names a missing or damaged file
+    lengths = lengths_of_checkpoint(torch.load(options.checkpoint, map_location="cpu", mmap=True, weights_only=False))
+    folder = save_export(module, Path(options.output), lengths=lengths)
     print(f"exported to {folder}")
     return folder
 

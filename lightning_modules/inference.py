@@ -5,7 +5,7 @@
     # -> [{"label": 1, "probabilities": [0.03, 0.97]}]
 
     python -m lightning_modules.inference --model exported/ --task demo_sentiment --input rows.jsonl \\
-        --output predictions.jsonl [--batch-size 32] [--device cuda] [--max-length 256]
+        --output predictions.jsonl [--batch-size 32] [--device cuda] [--max-length N]
 
 Rows are dicts with the task's input columns as its catalogue entry names them (the spec travels in the export's
 `muppet_tasks.json` or the checkpoint's hyperparameters). Each row goes through its family's `preprocess` (the
@@ -13,8 +13,10 @@ evaluation form) and `MultiTaskCollator`, batches of whole examples go through `
 lines written are those of `train.py predict` (lightning_modules/predictions.py): index, id where the entry names an
 id column and the rows have it, inputs, gold where a row has it, the family's extras, prediction.
 
-Lengths are not part of an export: `max_length` (default 256, capped at the backbone's positions), `doc_stride` and
-`max_target_length` are arguments; give the values the model was trained with (`data.max_length` of its config).
+Lengths (`max_length`, capped at the backbone's positions, `doc_stride`, `max_target_length`) are those the model
+was trained with: an export records the data module's (`muppet_model.json`), a `.ckpt` stores them with its data
+module's hyperparameters; an argument given overrides them, and where none were recorded (an export written before
+they were) the defaults 256, 64 and 64 apply.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from datamodules.catalogue import spec_from_dict
 from datamodules.collate import MultiTaskCollator
 from datamodules.families import FAMILIES
 from datamodules.families.base import Lengths
-from lightning_modules.export import MODEL_FILE, TASKS_FILE, read_export_heads
+from lightning_modules.export import (
+    MODEL_FILE,
+    TASKS_FILE,
+    read_export_heads,
+    recorded_lengths,
+)
 from lightning_modules.muppet import MuppetModule
 from lightning_modules.predictions import lines
 from lightning_modules.rebuild import module_from_checkpoint
@@ -110,11 +117,14 @@ class Predictor:
         self.collator = MultiTaskCollator([FAMILIES[s.family] for s in module.specs], module.tokenizer.pad_token_id)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", max_length: int = 256,
-             doc_stride: int = 64, max_target_length: int = 64) -> Predictor:
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", max_length: int | None = None,
+             doc_stride: int | None = None, max_target_length: int | None = None) -> Predictor:
         """From an export folder or a `.ckpt`; lengths as `data.max_length`, `data.doc_stride`,
-        `data.max_target_length` (the training run's values belong here)."""
-        return cls(load_module(path), Lengths(max_length, max_target_length, doc_stride), device)
+        `data.max_target_length`: None takes what the export or checkpoint recorded (else Lengths' defaults)."""
+        module = load_module(path)
+        given = {"max_length": max_length, "doc_stride": doc_stride, "max_target_length": max_target_length}
+        lengths = {**recorded_lengths(Path(path)), **{k: v for k, v in given.items() if v is not None}}
+        return cls(module, Lengths(**lengths), device)
 
     @property
     def tasks(self) -> list[str]:
@@ -193,9 +203,10 @@ def main(args: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--output", help="JSONL file to write (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--max-length", type=int, default=256, help="data.max_length the model was trained with")
-    parser.add_argument("--doc-stride", type=int, default=64)
-    parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="default: data.max_length the model was trained with (recorded), else 256")
+    parser.add_argument("--doc-stride", type=int, default=None, help="default: the recorded one, else 64")
+    parser.add_argument("--max-target-length", type=int, default=None, help="default: the recorded one, else 64")
     parser.add_argument("--split", default="input", help="what the lines' `split` field says")
     options = parser.parse_args(args)
     try:

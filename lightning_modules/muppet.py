@@ -345,6 +345,7 @@ class MuppetModule(EvaluationMixin, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- export and initialisation -------------------------------------------------------------------------------
-    def export_pretrained(self, folder: str | Path) -> Path:
-        """A Hugging Face folder: `save_pretrained` of backbone and tokenizer; heads and task specs beside them."""
-        return save_export(self, Path(folder))
+    def export_pretrained(self, folder: str | Path, lengths: dict[str, int] | None = None) -> Path:
+        """A Hugging Face folder: `save_pretrained` of backbone and tokenizer; heads and task specs beside them;
+        `lengths`: the data module's max_length / max_target_length / doc_stride, recorded for inference."""
+        return save_export(self, Path(folder), lengths=lengths)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from datamodules.catalogue import Catalogue
+from lightning_modules.export import recorded_lengths
 from tests.conftest import ROOT
 from tests.recording import check_ddp_gradients
 
@@ -88,6 +89,7 @@ def test_quickstart_fit_writes_logs_config_checkpoint_export_and_learns(tmp_path
     assert (run / "config.yaml").exists() and list(run.glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "checkpoints").glob("step*-score*.ckpt"))
     assert (run / "export" / "model.safetensors").exists() and (run / "export" / "muppet_heads.pt").exists()
+    assert recorded_lengths(run / "export")["max_length"] == 128  # quickstart's data.max_length, for inference
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["trainer"]["max_steps"] == 120 and saved["data"]["tasks"] == ["quickstart"]
     losses = scalars(run, "train/loss")

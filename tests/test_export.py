@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from lightning_modules.checkpoint_files import CONFIG_KEY, TOKENIZER_KEY
-from lightning_modules.export import HEADS_FILE
+from lightning_modules.export import HEADS_FILE, recorded_lengths
 from lightning_modules.rebuild import module_from_checkpoint
 from lightning_modules.muppet import MuppetModule
 from tests.conftest import ROOT, demo_datamodule, save_tiny
@@ -51,6 +51,7 @@ def test_export_from_a_checkpoint_needs_neither_the_hub_nor_the_backbone_folder(
         torch.testing.assert_close(value, state[f"backbone.model.{name}"], rtol=0, atol=0, msg=name)
     heads = torch.load(tmp_path / "export" / HEADS_FILE)
     assert heads and all(torch.equal(v, state[f"heads.{k}"]) for k, v in heads.items())
+    assert recorded_lengths(tmp_path / "export") == {"max_length": 256, "max_target_length": 64, "doc_stride": 64}
     # the same outputs as a model built from the checkpoint's weights, through the exported tokenizer's ids
     reference = module_from_checkpoint(checkpoint).eval()
     with torch.no_grad():

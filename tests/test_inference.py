@@ -5,15 +5,21 @@ names through pipeline("text-classification")."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import lightning as L
 import pytest
 import torch
-from transformers import (AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
-                          AutoModelForSequenceClassification, pipeline)
+from transformers import (
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    pipeline,
+)
 
 from datamodules.catalogue import Catalogue
+from datamodules.families.base import Lengths
 from lightning_modules.hf_export import NotStandard, save_standard, status
 from lightning_modules.inference import Predictor, main
 from lightning_modules.muppet import MuppetModule
@@ -35,7 +41,8 @@ def source(task: str) -> list[dict]:
 def trained(tiny_roberta, demo_cache, tmp_path_factory):
     """(export folder, checkpoint, predictions folder of `predict` with those weights) after 3 training steps."""
     folder = tmp_path_factory.mktemp("inference")
-    data = demo_datamodule(TASKS, demo_cache, batch_size=8, max_eval_examples=EXAMPLES, eval_batch_size=BATCH)
+    data = demo_datamodule(TASKS, demo_cache, batch_size=8, max_eval_examples=EXAMPLES, eval_batch_size=BATCH,
+                           max_length=96, doc_stride=24)  # not the defaults: inference must take these
     module = MuppetModule(backbone=tiny_roberta, task_specs=data.task_specs)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -43,7 +50,7 @@ def trained(tiny_roberta, demo_cache, tmp_path_factory):
                         default_root_dir=str(folder), callbacks=[WritePredictions(str(folder / "predictions"))])
     trainer.fit(module, datamodule=data)
     trainer.save_checkpoint(folder / "run.ckpt")
-    module.export_pretrained(folder / "export")
+    module.export_pretrained(folder / "export", dataclasses.asdict(data.lengths))
     trainer.predict(module, datamodule=data)  # what `train.py predict` writes for these weights
     return folder / "export", folder / "run.ckpt", folder / "predictions"
 
@@ -59,6 +66,12 @@ def test_inference_from_an_export_writes_what_predict_writes(trained):
     for task in TASKS:
         assert predictor.lines(task, source(task), batch_size=BATCH, split="validation") == \
                expected(predictions, task), task
+
+
+def test_an_export_and_a_checkpoint_carry_the_lengths_trained_with_and_an_argument_overrides_them(trained):
+    for path in trained[:2]:
+        assert Predictor.load(path).lengths == Lengths(max_length=96, max_target_length=64, doc_stride=24), path
+        assert Predictor.load(path, max_length=40).lengths == Lengths(40, 64, 24), path
 
 
 @pytest.fixture(scope="module")
