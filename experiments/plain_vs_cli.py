@@ -67,6 +67,9 @@ ARMS: dict[str, list[str] | None] = {
     "cli_shuffled": ["--data.group_by_length=false"],  # batches cut from the shuffled pooled mix, as the plain loop
     "cli_linear": ["--model.head_dense=false"],  # linear heads over the pooled row, as the plain loop
     "cli_adam": ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"],
+    # the paper's two ablations on this mix: one task per update (homogeneous), and no 1/log n loss scaling
+    "cli_homogeneous": ["--data.batching=task_per_batch"],
+    "cli_unscaled": ["--model.loss_scaling=none"],
 }
 
 # the CLI's fine-tuning recipes (`--cli-recipes`): options on top of cli_finetune_command's, each one difference

@@ -9,20 +9,28 @@ import json
 import pytest
 import yaml
 
-from experiments.plain_vs_cli import RECIPES, cli_finetune_command, report
+from experiments.plain_vs_cli import ARMS, RECIPES, cli_finetune_command, report
 from tests.test_cli import train
 
 
 @pytest.mark.slow
-def test_the_plainlike_recipes_options_reach_train_pys_resolved_config(tmp_path):
-    command = cli_finetune_command(None, 0, str(tmp_path), tmp_path / "run", 2.0) + RECIPES["plainlike"][2]
-    result = train(*command[command.index("fit"):], "--print_config")
+def test_every_arms_and_recipes_options_reach_train_pys_resolved_config(tmp_path):
+    """One `--print_config` with every option an upstream arm or a fine-tuning recipe adds: each names a real
+    option, and its value is what the resolved config holds (a misspelt option fails the parse)."""
+    options = list(dict.fromkeys(o for arm in ARMS.values() if arm for o in arm))
+    options += [o for _, _, recipe in RECIPES.values() for o in recipe if o not in options]
+    command = cli_finetune_command(None, 0, str(tmp_path), tmp_path / "run", 2.0)
+    result = train(*command[command.index("fit"):], *options, "--print_config")
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
-    assert printed["model"]["head_dense"] is False and printed["model"]["loss_scaling"] == "none"
-    assert printed["model"]["optimizer"]["init_args"]["betas"] == [0.9, 0.999]
-    assert printed["model"]["optimizer"]["init_args"]["eps"] == 1e-8
-    assert printed["data"]["group_by_length"] is False and printed["data"]["tasks"] == ["mrpc"]
+    for option in options:
+        key, value = option[2:].split("=", 1)
+        node = printed
+        for part in key.split("."):
+            node = node[part]
+        expected = yaml.safe_load(value)
+        assert node == (float(value) if isinstance(expected, str) and "e-" in value else expected), option
+    assert printed["data"]["tasks"] == ["mrpc"]
 
 
 def test_every_recipe_differs_from_the_default_and_plainlike_has_all_of_them():
