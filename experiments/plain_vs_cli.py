@@ -336,6 +336,11 @@ def print_tables(rows: list[dict]) -> None:
                     f"({sum(d > 0 for d in paired)}/{len(paired)} better)") if paired and arm != base else "-"
             sd = np.std(v, ddof=1) if len(v) > 1 else 0.0
             print(f"| {arm} | {', '.join(f'{x:.3f}' for x in v)} | {v.mean():.3f} ± {sd:.3f} | {diff} |")
+        seeds = sorted(s for a, s in values if a == "cli" and ("plain", s) in values)
+        if seeds:  # the question: the CLI's defaults against the plain loop, same fine-tuner, same seeds
+            d = np.array([values["cli", s] - values["plain", s] for s in seeds])
+            print(f"\ncli - plain, paired over seeds {', '.join(seeds)}: {', '.join(f'{x:+.3f}' for x in d)}; "
+                  f"mean {d.mean():+.3f} ± {np.std(d, ddof=1) if len(d) > 1 else 0:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:

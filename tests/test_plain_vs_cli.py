@@ -1,6 +1,6 @@
-"""The plain-loop comparison's driver (experiments/plain_vs_cli.py): every CLI fine-tuning recipe is options that
-train.py accepts and that reach the resolved config, and the report labels each recipe's runs and pairs them with
-the baseline fine-tuned by the same recipe."""
+"""The plain-loop comparison's driver (experiments/plain_vs_cli.py): every upstream arm's and fine-tuning recipe's
+options reach train.py's resolved config; the report labels each recipe's runs, pairs them with the baseline
+fine-tuned by the same recipe, and pairs the CLI's pre-finetuning with the plain loop's, seed by seed."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_every_recipe_differs_from_the_default_and_plainlike_has_all_of_them():
 
 def test_report_labels_each_recipe_and_pairs_it_with_its_own_baseline(tmp_path, capsys):
     values = {("ftcliplainlike", "baseline"): 0.75, ("ftcliplainlike", "cli"): 0.80, ("ftcli", "baseline"): 0.77,
-              ("ftcli", "cli"): 0.775}
+              ("ftcli", "cli"): 0.775, ("ft", "plain"): 0.79, ("ft", "cli"): 0.81}
     for (prefix, arm), best in values.items():
         folder = tmp_path / f"{prefix}-{arm}-s0"
         folder.mkdir()
@@ -54,3 +54,4 @@ def test_report_labels_each_recipe_and_pairs_it_with_its_own_baseline(tmp_path, 
     label = RECIPES["plainlike"][1]
     assert f"| cli ({label}) | 0.800 | 0.800 ± 0.000 | +0.050 ± 0.000 (1/1 better) |" in printed
     assert "| cli (CLI fine-tuning) | 0.775 | 0.775 ± 0.000 | +0.005 ± 0.000 (1/1 better) |" in printed
+    assert "cli - plain, paired over seeds 0: +0.020; mean +0.020 ± 0.000" in printed  # same fine-tuner only
