@@ -322,6 +322,9 @@ def print_tables(rows: list[dict]) -> None:
             values = [float(r["value"]) for r in up if r["arm"] == arm and r["task"] == task]
             cells.append(f"{np.mean(values):.3f} (n={len(values)})" if values else "-")
         print(f"| {task} | " + " | ".join(cells) + " |")
+    for name, tasks in (("mean, classification", CLASSIFICATION), ("mean, multiple choice", MULTIPLE_CHOICE)):
+        means = [np.mean([float(r["value"]) for r in up if r["arm"] == arm and r["task"] in tasks]) for arm in arms]
+        print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     ft = [r for r in rows if r["stage"] == "finetune"]
     for metric in dict.fromkeys(r["metric"] for r in ft):
         values = {(r["arm"], r["seed"]): float(r["value"]) for r in ft if r["metric"] == metric}
