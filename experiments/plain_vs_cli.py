@@ -276,30 +276,37 @@ def read(path: Path) -> list[dict]:
 
 
 def plot_curves(curves: list[dict], path: Path) -> None:
-    """Validation accuracy of the target vs fine-tuning epochs: each seed thin, the mean over seeds thick."""
+    """Validation accuracy of the target vs fine-tuning epochs, one panel per fine-tuner (the plain one; `train.py`'s
+    recipes): each seed thin, the mean over seeds thick."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, arm in enumerate(dict.fromkeys(c["arm"] for c in curves)):
-        color = f"C{i}"
-        by_seed: dict[str, list[tuple[float, float]]] = {}
-        for c in curves:
-            if c["arm"] == arm:
-                by_seed.setdefault(c["seed"], []).append((float(c["epoch"]), float(c["accuracy"])))
-        for points in by_seed.values():
-            ax.plot(*zip(*points), color=color, alpha=0.25, linewidth=0.8)
-        epochs = sorted({e for p in by_seed.values() for e, _ in p})
-        means = [np.mean([a for p in by_seed.values() for e2, a in p if e2 == e]) for e in epochs]
-        ax.plot(epochs, means, color=color, linewidth=2, marker="o", markersize=3,
-                label=f"{arm} ({len(by_seed)} seed{'s' if len(by_seed) > 1 else ''})")
-    ax.set_xlabel(f"fine-tuning epochs on {TARGET}")
-    ax.set_ylabel(f"{TARGET} validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    arms = list(dict.fromkeys(c["arm"] for c in curves))
+    panels = [("plain fine-tuner", [a for a in arms if " (" not in a]),
+              ("train.py fine-tuning", [a for a in arms if " (" in a])]
+    panels = [(title, names) for title, names in panels if names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.8), sharey=True, squeeze=False)
+    for ax, (title, names) in zip(axes[0], panels):
+        for i, arm in enumerate(names):
+            color = plt.get_cmap("tab20")(i % 20)
+            by_seed: dict[str, list[tuple[float, float]]] = {}
+            for c in curves:
+                if c["arm"] == arm:
+                    by_seed.setdefault(c["seed"], []).append((float(c["epoch"]), float(c["accuracy"])))
+            for points in by_seed.values():
+                ax.plot(*zip(*points), color=color, alpha=0.25, linewidth=0.8)
+            epochs = sorted({e for p in by_seed.values() for e, _ in p})
+            means = [np.mean([a for p in by_seed.values() for e2, a in p if e2 == e]) for e in epochs]
+            ax.plot(epochs, means, color=color, linewidth=2, marker="o", markersize=3,
+                    label=f"{arm} ({len(by_seed)} seed{'s' if len(by_seed) > 1 else ''})")
+        ax.set_title(title)
+        ax.set_xlabel(f"fine-tuning epochs on {TARGET}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel(f"{TARGET} validation accuracy")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
