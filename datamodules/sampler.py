@@ -70,7 +70,8 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self.rows = [np.asarray(r, dtype=np.int64) for r in rows] if rows else [np.ones_like(x) for x in self.lengths]
         self.sizes = [len(x) for x in self.lengths]
         if not any(self.sizes):
-            raise DataValidationError("no training examples in any selected task (check data.train_fraction, data.train_examples and the tasks' train splits)")
+            raise DataValidationError("no training examples in any selected task (check data.train_fraction, "
+                                      "data.train_examples and the tasks' train splits)")
         self.caps = caps or [None] * len(self.sizes)
         capped = [min(n, c) if c else n for n, c in zip(self.sizes, self.caps)]
         self.proportions = target_proportions(capped, strategy, temperature, weights)
