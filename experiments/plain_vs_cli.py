@@ -58,6 +58,9 @@ def cli_caps_args() -> list[str]:
             f"--data.task_weights={json.dumps(weights)}"]
 
 
+# torch's AdamW defaults (the plain loop's), against the study config's betas 0.9/0.98 and eps 1e-6
+TORCH_ADAMW = ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"]
+
 # upstream arms: None = the plain loop (`plain_<head>`: with that head); a list = train.py fit with these options on
 # top of the common recipe
 ARMS: dict[str, list[str] | None] = {
@@ -66,7 +69,7 @@ ARMS: dict[str, list[str] | None] = {
     "cli": [],  # the CLI's defaults (mixed batches grouped by length in pools of 4,096; the config's AdamW)
     "cli_shuffled": ["--data.group_by_length=false"],  # batches cut from the shuffled pooled mix, as the plain loop
     "cli_linear": ["--model.head_dense=false"],  # linear heads over the pooled row, as the plain loop
-    "cli_adam": ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"],
+    "cli_adam": TORCH_ADAMW,
     # the paper's two ablations on this mix: one task per update (homogeneous), and no 1/log n loss scaling
     "cli_homogeneous": ["--data.batching=task_per_batch"],
     "cli_unscaled": ["--model.loss_scaling=none"],
@@ -75,7 +78,6 @@ ARMS: dict[str, list[str] | None] = {
 # the CLI's fine-tuning recipes (`--cli-recipes`): options on top of cli_finetune_command's, each one difference
 # between the CLI's fine-tuning and the plain fine-tuner's; `plainlike` has all of them. Name -> (run folder prefix,
 # label in the tables, options).
-TORCH_ADAMW = ["--model.optimizer.init_args.betas=[0.9,0.999]", "--model.optimizer.init_args.eps=1e-8"]
 RECIPES: dict[str, tuple[str, str, list[str]]] = {
     "default": ("ftcli", "CLI fine-tuning", []),
     "linear": ("ftclilinear", "CLI fine-tuning, linear head", ["--model.head_dense=false"]),

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 
 from core.errors import CheckpointError
+from lightning_modules.checkpoint_files import load_checkpoint
 
 HEADS_FILE, TASKS_FILE, MODEL_FILE = "muppet_heads.pt", "muppet_tasks.json", "muppet_model.json"
 
@@ -59,12 +60,12 @@ def lengths_of_checkpoint(checkpoint: dict[str, Any]) -> dict[str, int]:
     return {k: int(data[k]) for k in LENGTHS if data.get(k) is not None}
 
 
-def recorded_lengths(path: Path) -> dict[str, int]:
+def recorded_lengths(path: Path, option: str = "--model") -> dict[str, int]:
     """The lengths an export folder (its muppet_model.json) or a `.ckpt` recorded; empty where none were."""
     if path.is_dir():
         built = json.loads((path / MODEL_FILE).read_text()) if (path / MODEL_FILE).is_file() else {}
         return {k: int(v) for k, v in (built.get("lengths") or {}).items() if k in LENGTHS}
-    return lengths_of_checkpoint(torch.load(path, map_location="cpu", mmap=True, weights_only=False))
+    return lengths_of_checkpoint(load_checkpoint(path, option))
 
 
 def read_export_heads(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from lightning_modules.export import lengths_of_checkpoint, save_export
+from lightning_modules.export import recorded_lengths, save_export
 from lightning_modules.rebuild import module_from_checkpoint
 
 
@@ -20,7 +18,7 @@ def main(args: list[str] | None = None) -> Path:
     parser.add_argument("--output", required=True, help="folder to write")
     options = parser.parse_args(args)
     module = module_from_checkpoint(options.checkpoint)  # names a missing or damaged file
-    lengths = lengths_of_checkpoint(torch.load(options.checkpoint, map_location="cpu", mmap=True, weights_only=False))
+    lengths = recorded_lengths(Path(options.checkpoint), "--checkpoint")
     folder = save_export(module, Path(options.output), lengths=lengths)
     print(f"exported to {folder}")
     return folder
