@@ -77,7 +77,8 @@ def ordered(study: Study, data: dict[Key, dict[int, float]]) -> list[Key]:
                                        arms.index(k[2]) if k[2] in arms else len(arms)))
 
 
-def markdown(study: Study, rows: list[dict], figures: list[Path], command: str) -> str:
+def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
+             planned: list[str] | None = None) -> str:
     data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
     lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
              f"Metric: each target's primary validation metric, {study.metric} validation of the fine-tuning run; "
@@ -87,6 +88,12 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str) 
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
               + "; wall time of the runs, summed (with --jobs they overlap): "
               f"{sum(r['wall_s'] or 0 for r in rows) / 60:.1f} min.", ""]
+    if planned is not None:
+        finished = {r["run_id"] for r in rows if r["status"] == "ok"} & set(planned)
+        if len(finished) < len(planned):
+            lines += [f"**Partial report**: {len(finished)} of the study's {len(planned)} runs have finished "
+                      f"(`--dry-run` lists them all; rerunning the command runs the rest). Every number below is "
+                      f"from the finished runs only.", ""]
     upstream = [r for r in rows if r["stage"] == "upstream"]
     if upstream:
         lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]
@@ -188,7 +195,7 @@ def figure(study: Study, rows: list[dict]):
     return fig
 
 
-def write(study: Study, rows: list[dict], sweep: Path, command: str) -> Path:
+def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: list[str] | None = None) -> Path:
     """report.md, <plot>.png and TensorBoard (figure, per-arm means, the report as text) under the sweep folder."""
     import matplotlib.pyplot as plt
     figures = []
@@ -197,7 +204,7 @@ def write(study: Study, rows: list[dict], sweep: Path, command: str) -> Path:
         path = sweep / f"{study.plot_kind}.png"
         fig.savefig(path, dpi=120)
         figures.append(path)
-    text = markdown(study, rows, figures, command)
+    text = markdown(study, rows, figures, command, planned)
     (sweep / "report.md").write_text(text)
     board = sweep / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # rewritten whole: a resumed sweep does not duplicate points

@@ -11,6 +11,7 @@ says `ok` is not run again (Ctrl-C stops the current run; it is redone next time
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import shlex
 import shutil
@@ -103,12 +104,28 @@ def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path
     return next((r for r in pending if not r.upstream or r.upstream in exports or r.upstream not in coming), None)
 
 
-def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print) -> Path:
-    """Run what is not done yet, up to `jobs` runs at a time (each with cores / jobs threads); a fine-tuning run
-    starts once its upstream export exists, and is recorded as skipped if its upstream failed."""
+def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
+    """The runs whose id matches one of the shell patterns (`ft-all-*-s0-u0`), with the upstream runs they start
+    from: one part of a study too long for one sitting. None: every run. A pattern that matches nothing is an error
+    (a typo would otherwise run nothing, or everything)."""
+    if not patterns:
+        return runs
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(r.run_id, p) for r in runs)]
+    if unmatched:
+        raise ValueError(f"--only: no run id matches {unmatched} (--dry-run lists the ids, e.g. {runs[-1].run_id})")
+    chosen = {r.run_id for r in runs if any(fnmatch.fnmatchcase(r.run_id, p) for p in patterns)}
+    chosen |= {r.upstream for r in runs if r.run_id in chosen and r.upstream}
+    return [r for r in runs if r.run_id in chosen]
+
+
+def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print,
+          only: list[str] | None = None) -> Path:
+    """Run what is not done yet (of the runs `only` selects: `select`), up to `jobs` runs at a time (each with
+    cores / jobs threads); a fine-tuning run starts once its upstream export exists, and is recorded as skipped if
+    its upstream failed."""
     folder = (Path(study.output) / study.name).resolve()  # the runs start in the repository root, not here
+    runs = select(plan(study, data_args(study)), only)
     folder.mkdir(parents=True, exist_ok=True)
-    runs = plan(study, data_args(study))
     if dry_run:
         for run in runs:
             log(f"{run.run_id}: python train.py fit {shlex.join(run.args)}")
@@ -120,7 +137,8 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     exports = {name: path for name, path in exports.items() if path.is_dir()}  # a deleted export is redone
     todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.run_id not in exports)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    log(f"{study.name}: {len(runs)} runs, {len(runs) - len(todo)} done earlier, {len(todo)} to do "
+    log(f"{study.name}: {len(runs)} runs{' selected by --only' if only else ''}, {len(runs) - len(todo)} done "
+        f"earlier, {len(todo)} to do "
         f"(estimated {eta(results, todo, jobs)}); results in {folder}")
     pending, active, started, finished = list(todo), [], 0, 0
     try:
@@ -173,7 +191,7 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
 
 def write_report(study: Study, folder: Path, command: str) -> Path:
     rows = [parse(r) for r in Results(folder / "results.csv").rows.values()]
-    return report.write(study, rows, folder, command)
+    return report.write(study, rows, folder, command, planned=[r.run_id for r in plan(study, data_args(study))])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, help="stop after starting this many runs (rerun to continue)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each with cores / jobs threads "
                         "(small models on CPU: 2 single-thread runs beat one 2-thread run)")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN",
+                        help="run only the runs whose id matches one of these shell patterns (and the pre-finetuning "
+                        "runs they start from): a study in parts, e.g. --only 'ft-baseline-*-s0' 'ft-all-*-s0-u0'")
     parser.add_argument("--dry-run", action="store_true", help="print every run's train.py command and stop")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the CSV")
     args = parser.parse_args(argv)
@@ -194,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = "python -m experiments.run " + shlex.join([a for a in given if a != "--report-only"])
     folder = Path(study.output) / study.name
+    try:
+        select(plan(study, data_args(study)), args.only)
+    except ValueError as error:
+        parser.error(str(error))
     if not args.report_only:
         start = time.time()
         try:
-            folder = sweep(study, args.max_runs, args.dry_run, args.jobs)
+            folder = sweep(study, args.max_runs, args.dry_run, args.jobs, only=args.only)
         except KeyboardInterrupt:
             print("interrupted: the current run is redone when the same command is run again", file=sys.stderr)
             write_report(study, folder, command)

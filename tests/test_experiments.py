@@ -78,6 +78,11 @@ def test_report_numbers_on_a_synthetic_csv(tmp_path):
     assert "| t | 1 | control | 3 | 0.720 ± 0.020 | 0.723 ± 0.023 | +0.003 ± 0.012 | 2/3 | no |" in text
     assert "| t | 0.1 | muppet | 3 | 0.620 ± 0.020 | 0.677 ± 0.025 |" in text
     assert "18 ok, 1 not ok (ft-broken: failed (exit 1))" in text
+    assert "Partial report" not in text  # no plan given
+    planned = [r["run_id"] for r in rows] + ["ft-muppet-t-f1-s3"]
+    partial = markdown(study, rows, [], "cmd", planned=planned)
+    assert "**Partial report**: 18 of the study's 20 runs have finished" in partial
+    assert "Partial report" not in markdown(study, rows, [], "cmd", planned=planned[:18])
 
 
 @pytest.mark.parametrize("kind", ["fraction", "bars", "tasks"])
@@ -158,6 +163,47 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, mo
     assert sorted(r["run_id"] for r in rows) == sorted(every) and {r["status"] for r in rows} == {"ok"}
     runner.sweep(study, log=lambda *_: None)  # nothing left to do
     assert calls == every
+
+
+def test_only_selects_runs_by_pattern_with_the_upstream_runs_they_start_from(tmp_path):
+    study = fake_study(tmp_path)
+    runs = plan(study, [])
+    ids = [r.run_id for r in runner.select(runs, ["ft-muppet-demo_choice-*"])]
+    assert ids == ["up-mix", "ft-muppet-demo_choice-f1-s0", "ft-muppet-demo_choice-f1-s1"]
+    ids = [r.run_id for r in runner.select(runs, ["ft-baseline-*-s1", "ft-muppet-demo_sentiment-f1-s0"])]
+    assert ids == ["up-mix", "ft-muppet-demo_sentiment-f1-s0", "ft-baseline-demo_sentiment-f1-s1",
+                   "ft-baseline-demo_choice-f1-s1"]
+    assert runner.select(runs, None) == runs
+    with pytest.raises(ValueError, match=r"no run id matches \['ft-typo\*'\]"):
+        runner.select(runs, ["ft-baseline-*", "ft-typo*"])
+
+
+def test_a_typo_in_only_is_a_command_line_error_before_anything_runs(tmp_path, capsys):
+    config = tmp_path / "fake.yaml"
+    study = fake_study(tmp_path)
+    config.write_text(yaml.safe_dump({"name": study.name, "output": study.output, "targets": study.targets,
+                                      "seeds": study.seeds, "upstream": study.upstream, "arms": study.arms}))
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--config", str(config), "--only", "ft-typo*"])
+    assert exit_info.value.code == 2 and "--only: no run id matches ['ft-typo*']" in capsys.readouterr().err
+    assert not (tmp_path / "fake").exists()
+
+
+@pytest.mark.slow  # sweeps of runner processes
+def test_a_study_in_parts_runs_only_the_selected_runs_and_resumes_with_the_rest(tmp_path, monkeypatch):
+    study = fake_study(tmp_path)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    runner.sweep(study, jobs=2, only=["ft-*-s0"], log=lambda *_: None)
+    assert sorted(calls) == sorted(["up-mix", "ft-baseline-demo_sentiment-f1-s0", "ft-muppet-demo_sentiment-f1-s0",
+                                    "ft-baseline-demo_choice-f1-s0", "ft-muppet-demo_choice-f1-s0"])
+    report = runner.write_report(study, tmp_path / "fake", "cmd").read_text()
+    assert "**Partial report**: 5 of the study's 9 runs have finished" in report
+    calls.clear()
+    lines: list[str] = []
+    runner.sweep(study, log=lines.append)  # the rest; up-mix is not run again
+    assert "9 runs, 5 done earlier, 4 to do" in lines[0] and "up-mix" not in calls and len(calls) == 4
+    assert "Partial report" not in runner.write_report(study, tmp_path / "fake", "cmd").read_text()
 
 
 @pytest.mark.slow  # sweeps of runner processes
