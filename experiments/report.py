@@ -91,9 +91,9 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
     if planned is not None:
         finished = {r["run_id"] for r in rows if r["status"] == "ok"} & set(planned)
         if len(finished) < len(planned):
-            lines += [f"**Partial report**: {len(finished)} of the study's {len(planned)} runs have finished "
-                      f"(`--dry-run` lists them all; rerunning the command runs the rest). Every number below is "
-                      f"from the finished runs only.", ""]
+            lines += [(f"**Partial report**: {len(finished)} of the study's {len(planned)} runs have finished "
+                       "(`--dry-run` lists them all; the command without `--only` runs the rest). Every number "
+                       "below is from the finished runs only."), ""]
     upstream = [r for r in rows if r["stage"] == "upstream"]
     if upstream:
         lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]
