@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.plan import Study, fmt_fraction
+from experiments.results import collect_curves
 
 Key = tuple[str, float, str]  # (target, fraction, arm)
 
@@ -28,6 +29,20 @@ def groups(rows: list[dict]) -> dict[Key, dict[int, float]]:
     """{(target, fraction, arm): {seed: value}} over the fine-tuning runs that finished; with several upstream seeds
     a fine-tuning seed's value is its mean over them (so arms pair with the baseline by fine-tuning seed)."""
     return {k: {s: float(np.mean(list(by_up.values()))) for s, by_up in d.items()} for k, d in cells(rows).items()}
+
+
+def reported_steps(rows: list[dict]) -> dict[Key, list[int]]:
+    """{(target, fraction, arm): [step]}: the update at which each finished fine-tuning run reached the value it
+    reports (with `metric: best`, a step at the end of the run means it was still improving)."""
+    out: dict[Key, list[int]] = defaultdict(list)
+    for row in rows:
+        if row["stage"] == "finetune" and row["status"] == "ok" and row.get("step") is not None:
+            out[row["target"], row["fraction"], row["arm"]].append(row["step"])
+    return out
+
+
+def mean_step(steps: list[int] | None) -> str:
+    return f"{np.mean(steps):.0f}" if steps else "-"
 
 
 def seed_spreads(rows: list[dict]) -> dict[Key, dict]:
@@ -99,14 +114,17 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
         lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]
         lines += [f"| {r['arm']} | {r['target']} | {fmt(r['value'])} | {(r['wall_s'] or 0) / 60:.1f} min |"
                   for r in upstream] + [""]
-    lines += ["## Fine-tuning: every arm", "", "| target | metric | fraction | arm | seeds | mean | std | per seed |",
-              "|---|---|---|---|---|---|---|---|"]
+    steps = reported_steps(rows)
+    lines += ["## Fine-tuning: every arm", "",
+              "Step: the mean update at which the runs reached the value they report.", "",
+              "| target | metric | fraction | arm | seeds | mean | std | per seed | step |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for target, fraction, arm in ordered(study, data):
         values = data[target, fraction, arm]
         mean, std = mean_std(values.values())
         per_seed = ", ".join(f"{values[s]:.3f}" for s in sorted(values))
         lines.append(f"| {target} | {metric.get(target, '')} | {fmt_fraction(fraction)} | {arm} | {len(values)} | "
-                     f"{fmt(mean)} | {fmt(std)} | {per_seed} |")
+                     f"{fmt(mean)} | {fmt(std)} | {per_seed} | {mean_step(steps.get((target, fraction, arm)))} |")
     if study.baseline is not None:
         lines += ["", f"## Against `{study.baseline}` (paired by seed)", "",
                   "Difference = arm - baseline on the same seed (same training subset); it *exceeds the seed spread* "
@@ -195,23 +213,73 @@ def figure(study: Study, rows: list[dict]):
     return fig
 
 
-def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: list[str] | None = None) -> Path:
-    """report.md, <plot>.png and TensorBoard (figure, per-arm means, the report as text) under the sweep folder."""
+def curve_figure(study: Study, curves: list[dict]):
+    """The fine-tuning curves: one panel per (fraction, target), the target's validation metric against updates; per
+    arm each run thin and the mean over its runs thick (the runs of an arm validate at the same steps)."""
+    import matplotlib
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figures = []
+    targets = [t for t in study.targets if any(c["target"] == t for c in curves)]
+    fractions = sorted({c["fraction"] for c in curves})
+    arms = [a for a in study.arms if any(c["arm"] == a for c in curves)]
+    fig, axes = plt.subplots(len(fractions), len(targets), figsize=(4.8 * len(targets), 3.6 * len(fractions)),
+                             squeeze=False)
+    for row_axes, fraction in zip(axes, fractions):
+        for ax, target in zip(row_axes, targets):
+            for i, arm in enumerate(arms):
+                color = plt.get_cmap("tab10")(i % 10)
+                runs: dict[str, list[tuple[int, float]]] = defaultdict(list)
+                for c in curves:
+                    if (c["target"], c["fraction"], c["arm"]) == (target, fraction, arm):
+                        runs[c["run_id"]].append((c["step"], c["value"]))
+                if not runs:
+                    continue
+                for points in runs.values():
+                    ax.plot(*zip(*sorted(points)), color=color, alpha=0.25, linewidth=0.8)
+                by_step: dict[int, list[float]] = defaultdict(list)
+                for points in runs.values():
+                    for step, value in points:
+                        by_step[step].append(value)
+                xs = sorted(by_step)
+                ax.plot(xs, [np.mean(by_step[x]) for x in xs], color=color, linewidth=2,
+                        label=f"{arm} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
+            ax.set_title(f"{target}, {fraction:.0%} of its training data", fontsize=9)
+            ax.set_xlabel("fine-tuning updates")
+            ax.set_ylabel(next((c["metric"] for c in curves if c["target"] == target), "validation metric"))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{study.name}: validation during fine-tuning (thin: one run; thick: mean)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: list[str] | None = None) -> Path:
+    """report.md, <plot>.png, curves.png (with curves.csv, the validation curves it draws) and TensorBoard
+    (figures, per-arm means, the report as text) under the sweep folder."""
+    import matplotlib.pyplot as plt
+    sweep.mkdir(parents=True, exist_ok=True)
+    figures, tb_figures = [], {}
     if groups(rows):
         fig = figure(study, rows)
         path = sweep / f"{study.plot_kind}.png"
         fig.savefig(path, dpi=120)
         figures.append(path)
+        tb_figures[study.plot_kind] = fig
+    curves = collect_curves(rows, sweep / "curves.csv")
+    if curves:
+        fig = curve_figure(study, curves)
+        path = sweep / "curves.png"
+        fig.savefig(path, dpi=110)
+        figures.append(path)
+        tb_figures["curves"] = fig
     text = markdown(study, rows, figures, command, planned)
     (sweep / "report.md").write_text(text)
     board = sweep / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # rewritten whole: a resumed sweep does not duplicate points
     from torch.utils.tensorboard import SummaryWriter
     with SummaryWriter(str(board)) as writer:
-        if figures:
-            writer.add_figure(f"{study.name}/{study.plot_kind}", fig)
+        for name, fig in tb_figures.items():
+            writer.add_figure(f"{study.name}/{name}", fig)
         for (target, fraction, arm), values in groups(rows).items():
             mean, std = mean_std(values.values())
             x = study.arms.get(arm, {}).get("x")

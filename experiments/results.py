@@ -53,13 +53,53 @@ def log_dir_of(run_dir: Path) -> Path | None:
     return events[-1].parent if events else None
 
 
-def read_metric(log_dir: Path, tag: str, mode: str = "final") -> tuple[float, int] | None:
-    """(value, step) of a logged scalar: its last value (`final`) or its maximum (`best`); None if never logged."""
+def read_curve(log_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged point of a scalar, in logging order; empty if never logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     events.Reload()
     if tag not in events.Tags().get("scalars", []):
+        return []
+    return [(int(e.step), float(e.value)) for e in events.Scalars(tag)]
+
+
+def read_metric(log_dir: Path, tag: str, mode: str = "final") -> tuple[float, int] | None:
+    """(value, step) of a logged scalar: its last value (`final`) or its maximum (`best`); None if never logged."""
+    points = read_curve(log_dir, tag)
+    if not points:
         return None
-    points = events.Scalars(tag)
-    point = max(points, key=lambda e: e.value) if mode == "best" else points[-1]
-    return float(point.value), int(point.step)
+    step, value = max(points, key=lambda p: p[1]) if mode == "best" else points[-1]
+    return value, step
+
+
+CURVE_FIELDS = ["run_id", "arm", "target", "fraction", "seed", "upstream_seed", "metric", "step", "value"]
+
+
+def collect_curves(rows: list[dict], path: Path) -> list[dict]:
+    """The validation curve (the target's primary metric at every validation) of each fine-tuning run that finished,
+    read from its TensorBoard folder, or, where that folder is gone (a CSV copied elsewhere, e.g. committed beside a
+    report), from the curves CSV at `path`; the CSV is then rewritten with all of them, so the curves can be
+    redrawn from it alone."""
+    kept: dict[str, list[dict]] = {}
+    if path.exists():
+        with path.open(newline="") as f:
+            for point in csv.DictReader(f):
+                kept.setdefault(point["run_id"], []).append(point)
+    out = []
+    for row in rows:
+        if row["stage"] != "finetune" or row["status"] != "ok":
+            continue
+        log_dir = Path(row["log_dir"]) if row.get("log_dir") else None
+        points = read_curve(log_dir, f"val/{row['target']}/{row['metric']}") if log_dir and log_dir.is_dir() else []
+        if points:
+            out += [{**{k: row.get(k) for k in CURVE_FIELDS[:-2]}, "step": step, "value": value}
+                    for step, value in points]
+        else:
+            out += kept.get(row["run_id"], [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: "" if c.get(k) is None else c[k] for k in CURVE_FIELDS} for c in out)
+    return [{**c, "fraction": float(c["fraction"]), "seed": int(c["seed"]), "step": int(c["step"]),
+             "value": float(c["value"])} for c in out]

@@ -165,6 +165,43 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, mo
     assert calls == every
 
 
+def test_fine_tuning_curves_are_read_from_tensorboard_drawn_and_redrawn_from_their_csv_alone(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    rows = []
+    for arm, seed, values in [("baseline", 0, [0.5, 0.7, 0.6]), ("muppet", 0, [0.6, 0.8, 0.8]),
+                              ("muppet", 1, [0.7, 0.7, 0.9])]:
+        log_dir = tmp_path / "runs" / f"{arm}{seed}"
+        with SummaryWriter(str(log_dir)) as writer:
+            for step, value in zip((50, 100, 150), values):
+                writer.add_scalar("val/t/accuracy", value, step)
+        rows.append({"run_id": f"ft-{arm}-t-f1-s{seed}", "stage": "finetune", "arm": arm, "x": None, "target": "t",
+                     "fraction": 1.0, "seed": seed, "upstream_seed": None, "metric": "accuracy",
+                     "value": max(values), "step": 50 * (1 + values.index(max(values))), "wall_s": 1.0,
+                     "status": "ok", "log_dir": str(log_dir), "finished": ""})
+    study = Study(name="s", targets=["t"], arms={"baseline": {}, "muppet": {}}, metric="best")
+    text = runner.report.write(study, rows, tmp_path / "sweep", "cmd").read_text()
+    assert "![curves](curves.png)" in text and (tmp_path / "sweep" / "curves.png").exists()
+    assert "| t | accuracy | 1 | muppet | 2 | 0.850 | 0.071 | 0.800, 0.900 | 125 |" in text  # best at 100 and 150
+    with (tmp_path / "sweep" / "curves.csv").open() as f:
+        first = list(csv.DictReader(f))
+    assert [(c["run_id"], c["step"]) for c in first[:3]] == [("ft-baseline-t-f1-s0", s) for s in ("50", "100", "150")]
+    assert [float(c["value"]) for c in first[:3]] == pytest.approx([0.5, 0.7, 0.6])  # float32 in TensorBoard
+    assert len(first) == 9 and {c["metric"] for c in first} == {"accuracy"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "sweep" / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == ["s/bars", "s/curves"]
+    # the CSVs copied elsewhere (as committed beside a report), the runs' folders gone: the same curves
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "curves.csv").write_text((tmp_path / "sweep" / "curves.csv").read_text())
+    gone = [{**r, "log_dir": str(tmp_path / "deleted" / r["run_id"])} for r in rows]
+    runner.report.write(study, gone, copy, "cmd")
+    with (copy / "curves.csv").open() as f:
+        assert list(csv.DictReader(f)) == first
+    assert (copy / "curves.png").exists()
+
+
 def test_only_selects_runs_by_pattern_with_the_upstream_runs_they_start_from(tmp_path):
     study = fake_study(tmp_path)
     runs = plan(study, [])
@@ -267,6 +304,11 @@ def test_tiny_sweep_end_to_end_pre_finetunes_exports_and_fine_tunes_a_subset_fro
     assert (sweep / "bars.png").exists() and "ft-muppet" not in (sweep / "report.md").read_text()
     assert "| demo_topic_pair | accuracy | 0.25 | muppet | 1 |" in (sweep / "report.md").read_text()
     assert list((sweep / "tensorboard").glob("events.out.tfevents.*"))
+    with (sweep / "curves.csv").open() as f:  # validated twice (after updates 3 and 6)
+        curve = [(int(c["step"]), float(c["value"])) for c in csv.DictReader(f) if c["run_id"] == tune["run_id"]]
+    assert len(curve) == 2 and curve[0][0] < curve[1][0]
+    assert max(curve, key=lambda point: point[1]) == (int(tune["step"]), pytest.approx(float(tune["value"])))
+    assert (sweep / "curves.png").exists() and "![curves](curves.png)" in (sweep / "report.md").read_text()
 
 
 def test_upstream_seeds_cross_every_fine_tuning_seed_and_the_report_separates_the_two_spreads(tmp_path):
