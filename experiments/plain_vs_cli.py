@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.results import log_dir_of, read_metric
+from experiments.results import log_dir_of, read_curve, read_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFICATION = ["cola", "sst2", "qqp", "qnli", "wnli", "snli", "trec", "yelp_polarity"]
@@ -152,12 +152,9 @@ def cli_finetune_command(weights: str | None, seed: int, data_root: str, out: Pa
 
 def finish_cli_finetune(out: Path) -> None:
     """curve.csv and result.json of a CLI fine-tuning run from its TensorBoard scalars."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(log_dir_of(out)), size_guidance={"scalars": 0})
-    events.Reload()
-    points = events.Scalars(f"val/{TARGET}/accuracy")
-    curve = [{"step": p.step, "epoch": round(p.step * 16 / TARGET_TRAIN, 3), "train_loss": "",
-              "accuracy": p.value} for p in points]
+    points = read_curve(log_dir_of(out), f"val/{TARGET}/accuracy")
+    curve = [{"step": step, "epoch": round(step * 16 / TARGET_TRAIN, 3), "train_loss": "", "accuracy": value}
+             for step, value in points]
     with (out / "curve.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(curve[0]))
         writer.writeheader()

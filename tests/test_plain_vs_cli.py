@@ -4,12 +4,13 @@ fine-tuned by the same recipe, and pairs the CLI's pre-finetuning with the plain
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 import yaml
 
-from experiments.plain_vs_cli import ARMS, RECIPES, cli_finetune_command, report
+from experiments.plain_vs_cli import ARMS, RECIPES, cli_finetune_command, finish_cli_finetune, report
 from tests.test_cli import train
 
 
@@ -55,3 +56,17 @@ def test_report_labels_each_recipe_and_pairs_it_with_its_own_baseline(tmp_path, 
     assert f"| cli ({label}) | 0.800 | 0.800 ± 0.000 | +0.050 ± 0.000 (1/1 better) |" in printed
     assert "| cli (CLI fine-tuning) | 0.775 | 0.775 ± 0.000 | +0.005 ± 0.000 (1/1 better) |" in printed
     assert "cli - plain, paired over seeds 0: +0.020; mean +0.020 ± 0.000" in printed  # same fine-tuner only
+
+
+def test_a_cli_fine_tuning_runs_curve_and_result_come_from_its_tensorboard_scalars(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(tmp_path / "muppet" / "version_0")) as writer:
+        for step, value in [(229, 0.70), (458, 0.75), (687, 0.74)]:
+            writer.add_scalar("val/mrpc/accuracy", value, step)
+    finish_cli_finetune(tmp_path)
+    with (tmp_path / "curve.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    assert [(c["step"], c["epoch"]) for c in curve] == [("229", "0.999"), ("458", "1.998"), ("687", "2.997")]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["updates"] == 687
+    assert (result["final"], result["best"]) == (pytest.approx(0.74), pytest.approx(0.75))
