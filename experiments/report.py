@@ -116,7 +116,8 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
                   for r in upstream] + [""]
     steps = reported_steps(rows)
     lines += ["## Fine-tuning: every arm", "",
-              "Step: the mean update at which the runs reached the value they report.", "",
+              ("Step: the mean TensorBoard step at which the runs reached the value they report (Lightning logs the "
+               "validation after update k at step k - 1)."), "",
               "| target | metric | fraction | arm | seeds | mean | std | per seed | step |",
               "|---|---|---|---|---|---|---|---|---|"]
     for target, fraction, arm in ordered(study, data):
