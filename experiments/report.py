@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.plan import Study, fmt_fraction
-from experiments.results import collect_curves
+from experiments.results import collect_curves, collect_upstream
 
 Key = tuple[str, float, str]  # (target, fraction, arm)
 
@@ -92,8 +92,28 @@ def ordered(study: Study, data: dict[Key, dict[int, float]]) -> list[Key]:
                                        arms.index(k[2]) if k[2] in arms else len(arms)))
 
 
+def upstream_table(points: list[dict]) -> list[str]:
+    """Markdown rows: each mix task's primary metric (the catalogue's first; else the first logged) at the end of
+    pre-finetuning, per upstream arm (columns): the mean over its seeds, ± the std with several."""
+    from datamodules.catalogue import Catalogue
+    tasks = Catalogue.load().tasks
+    arms = list(dict.fromkeys(u["arm"] for u in points))
+    names = list(dict.fromkeys(u["task"] for u in points))
+    lines = ["| task | metric | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for task in names:
+        logged = [u["metric"] for u in points if u["task"] == task]
+        primary = tasks[task].metrics[0] if task in tasks and tasks[task].metrics[0] in logged else logged[0]
+        cells = []
+        for arm in arms:
+            values = [u["value"] for u in points if (u["arm"], u["task"], u["metric"]) == (arm, task, primary)]
+            mean, std = mean_std(values)
+            cells.append("" if not values else fmt(mean) + ("" if math.isnan(std) else f" ± {fmt(std)}"))
+        lines.append(f"| {task} | {primary} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
-             planned: list[str] | None = None) -> str:
+             planned: list[str] | None = None, upstream_tasks: list[dict] | None = None) -> str:
     data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
     lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
              f"Metric: each target's primary validation metric, {study.metric} validation of the fine-tuning run; "
@@ -114,6 +134,10 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
         lines += ["## Pre-finetuning runs", "", "| upstream | tasks | val/score | wall time |", "|---|---|---|---|"]
         lines += [f"| {r['arm']} | {r['target']} | {fmt(r['value'])} | {(r['wall_s'] or 0) / 60:.1f} min |"
                   for r in upstream] + [""]
+    if upstream_tasks:
+        lines += ["## Pre-finetuning: each task of the mix at its end", "",
+                  "Each task's primary validation metric after the last update (mean over upstream seeds ± std).", "",
+                  *upstream_table(upstream_tasks), ""]
     steps = reported_steps(rows)
     lines += ["## Fine-tuning: every arm", "",
               ("Step: the mean TensorBoard step at which the runs reached the value they report (Lightning logs the "
@@ -255,8 +279,9 @@ def curve_figure(study: Study, curves: list[dict]):
 
 
 def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: list[str] | None = None) -> Path:
-    """report.md, <plot>.png, curves.png (with curves.csv, the validation curves it draws) and TensorBoard
-    (figures, per-arm means, the report as text) under the sweep folder."""
+    """report.md, <plot>.png, curves.png (with curves.csv, the validation curves it draws), upstream.csv (each
+    pre-finetuning run's last validation of every task of its mix) and TensorBoard (figures, per-arm means, the
+    report as text) under the sweep folder."""
     import matplotlib.pyplot as plt
     sweep.mkdir(parents=True, exist_ok=True)
     figures, tb_figures = [], {}
@@ -273,7 +298,8 @@ def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: li
         fig.savefig(path, dpi=110)
         figures.append(path)
         tb_figures["curves"] = fig
-    text = markdown(study, rows, figures, command, planned)
+    upstream_tasks = collect_upstream(rows, sweep / "upstream.csv")
+    text = markdown(study, rows, figures, command, planned, upstream_tasks)
     (sweep / "report.md").write_text(text)
     board = sweep / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # rewritten whole: a resumed sweep does not duplicate points

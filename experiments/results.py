@@ -53,11 +53,16 @@ def log_dir_of(run_dir: Path) -> Path | None:
     return events[-1].parent if events else None
 
 
-def read_curve(log_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of every logged point of a scalar, in logging order; empty if never logged."""
+def scalars(log_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     events.Reload()
+    return events
+
+
+def read_curve(log_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged point of a scalar, in logging order; empty if never logged."""
+    events = scalars(log_dir)
     if tag not in events.Tags().get("scalars", []):
         return []
     return [(int(e.step), float(e.value)) for e in events.Scalars(tag)]
@@ -103,3 +108,35 @@ def collect_curves(rows: list[dict], path: Path) -> list[dict]:
         writer.writerows({k: "" if c.get(k) is None else c[k] for k in CURVE_FIELDS} for c in out)
     return [{**c, "fraction": float(c["fraction"]), "seed": int(c["seed"]), "step": int(c["step"]),
              "value": float(c["value"])} for c in out]
+
+
+UPSTREAM_FIELDS = ["run_id", "arm", "seed", "task", "metric", "value"]
+
+
+def collect_upstream(rows: list[dict], path: Path) -> list[dict]:
+    """Each finished pre-finetuning run's last validation of every task of its mix (`val/<task>/<metric>`), read from
+    its TensorBoard folder or, where that is gone, kept from the CSV at `path`, which is rewritten with all of them."""
+    kept: dict[str, list[dict]] = {}
+    if path.exists():
+        with path.open(newline="") as f:
+            for point in csv.DictReader(f):
+                kept.setdefault(point["run_id"], []).append(point)
+    out = []
+    for row in rows:
+        if row["stage"] != "upstream" or row["status"] != "ok":
+            continue
+        log_dir = Path(row["log_dir"]) if row.get("log_dir") else None
+        found = []
+        if log_dir and log_dir.is_dir():
+            events = scalars(log_dir)
+            for tag in events.Tags().get("scalars", []):
+                parts = tag.split("/")
+                if len(parts) == 3 and parts[0] == "val":
+                    found.append({"run_id": row["run_id"], "arm": row["arm"], "seed": row["seed"], "task": parts[1],
+                                  "metric": parts[2], "value": float(events.Scalars(tag)[-1].value)})
+        out += found or kept.get(row["run_id"], [])
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, UPSTREAM_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: "" if u.get(k) is None else u[k] for k in UPSTREAM_FIELDS} for u in out)
+    return [{**u, "seed": int(u["seed"]), "value": float(u["value"])} for u in out]

@@ -202,6 +202,37 @@ def test_fine_tuning_curves_are_read_from_tensorboard_drawn_and_redrawn_from_the
     assert (copy / "curves.png").exists()
 
 
+def test_each_upstream_tasks_last_validation_is_tabled_per_arm_and_kept_in_a_csv(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    rows = []
+    for arm, seed, values in [("all", 0, {"sst2/accuracy": 0.80, "conll2003/token_accuracy": 0.9,
+                                          "conll2003/entity_f1": 0.50, "hellaswag/accuracy": 0.30}),
+                              ("all", 1, {"sst2/accuracy": 0.84, "conll2003/token_accuracy": 0.9,
+                                          "conll2003/entity_f1": 0.60, "hellaswag/accuracy": 0.32}),
+                              ("qnli_only", 0, {"qnli/accuracy": 0.70})]:
+        log_dir = tmp_path / "runs" / f"{arm}{seed}"
+        with SummaryWriter(str(log_dir)) as writer:
+            for tag, value in values.items():
+                writer.add_scalar(f"val/{tag}", value - 0.2, 100)  # only the last validation counts
+                writer.add_scalar(f"val/{tag}", value, 200)
+            writer.add_scalar("val/score", 0.5, 200)
+        rows.append({"run_id": f"up-{arm}-u{seed}", "stage": "upstream", "arm": arm, "x": None, "target": "2 tasks",
+                     "fraction": None, "seed": seed, "upstream_seed": None, "metric": "score", "value": 0.5,
+                     "step": 200, "wall_s": 1.0, "status": "ok", "log_dir": str(log_dir), "finished": ""})
+    study = Study(name="s", targets=["mrpc"], arms={"baseline": {}})
+    text = runner.report.write(study, rows, tmp_path / "sweep", "cmd").read_text()
+    assert "| task | metric | all | qnli_only |" in text
+    assert "| sst2 | accuracy | 0.820 ± 0.028 |  |" in text
+    assert "| conll2003 | entity_f1 | 0.550 ± 0.071 |  |" in text  # the catalogue's primary metric
+    assert "| hellaswag | accuracy | 0.310 ± 0.014 |  |" in text and "| qnli | accuracy |  | 0.700 |" in text
+    # from the CSV alone, the runs' folders gone
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "upstream.csv").write_text((tmp_path / "sweep" / "upstream.csv").read_text())
+    gone = [{**r, "log_dir": str(tmp_path / "deleted")} for r in rows]
+    assert "| sst2 | accuracy | 0.820 ± 0.028 |  |" in runner.report.write(study, gone, copy, "cmd").read_text()
+
+
 def test_only_selects_runs_by_pattern_with_the_upstream_runs_they_start_from(tmp_path):
     study = fake_study(tmp_path)
     runs = plan(study, [])
