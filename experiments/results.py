@@ -78,44 +78,13 @@ def read_metric(log_dir: Path, tag: str, mode: str = "final") -> tuple[float, in
 
 
 CURVE_FIELDS = ["run_id", "arm", "target", "fraction", "seed", "upstream_seed", "metric", "step", "value"]
-
-
-def collect_curves(rows: list[dict], path: Path) -> list[dict]:
-    """The validation curve (the target's primary metric at every validation) of each fine-tuning run that finished,
-    read from its TensorBoard folder, or, where that folder is gone (a CSV copied elsewhere, e.g. committed beside a
-    report), from the curves CSV at `path`; the CSV is then rewritten with all of them, so the curves can be
-    redrawn from it alone."""
-    kept: dict[str, list[dict]] = {}
-    if path.exists():
-        with path.open(newline="") as f:
-            for point in csv.DictReader(f):
-                kept.setdefault(point["run_id"], []).append(point)
-    out = []
-    for row in rows:
-        if row["stage"] != "finetune" or row["status"] != "ok":
-            continue
-        log_dir = Path(row["log_dir"]) if row.get("log_dir") else None
-        points = read_curve(log_dir, f"val/{row['target']}/{row['metric']}") if log_dir and log_dir.is_dir() else []
-        if points:
-            out += [{**{k: row.get(k) for k in CURVE_FIELDS[:-2]}, "step": step, "value": value}
-                    for step, value in points]
-        else:
-            out += kept.get(row["run_id"], [])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, CURVE_FIELDS)
-        writer.writeheader()
-        writer.writerows({k: "" if c.get(k) is None else c[k] for k in CURVE_FIELDS} for c in out)
-    return [{**c, "fraction": float(c["fraction"]), "seed": int(c["seed"]), "step": int(c["step"]),
-             "value": float(c["value"])} for c in out]
-
-
 UPSTREAM_FIELDS = ["run_id", "arm", "seed", "task", "metric", "value"]
 
 
-def collect_upstream(rows: list[dict], path: Path) -> list[dict]:
-    """Each finished pre-finetuning run's last validation of every task of its mix (`val/<task>/<metric>`), read from
-    its TensorBoard folder or, where that is gone, kept from the CSV at `path`, which is rewritten with all of them."""
+def collect(rows: list[dict], stage: str, path: Path, fields: list[str], read) -> list[dict]:
+    """The points `read(row, log_dir)` gives for each finished run of `stage`, from its TensorBoard folder, or, where
+    that folder is gone (a CSV copied elsewhere, e.g. committed beside a report), the run's points kept in the CSV at
+    `path`; the CSV is then rewritten with all of them, so what is drawn from it can be redrawn from it alone."""
     kept: dict[str, list[dict]] = {}
     if path.exists():
         with path.open(newline="") as f:
@@ -123,20 +92,36 @@ def collect_upstream(rows: list[dict], path: Path) -> list[dict]:
                 kept.setdefault(point["run_id"], []).append(point)
     out = []
     for row in rows:
-        if row["stage"] != "upstream" or row["status"] != "ok":
+        if row["stage"] != stage or row["status"] != "ok":
             continue
         log_dir = Path(row["log_dir"]) if row.get("log_dir") else None
-        found = []
-        if log_dir and log_dir.is_dir():
-            events = scalars(log_dir)
-            for tag in events.Tags().get("scalars", []):
-                parts = tag.split("/")
-                if len(parts) == 3 and parts[0] == "val":
-                    found.append({"run_id": row["run_id"], "arm": row["arm"], "seed": row["seed"], "task": parts[1],
-                                  "metric": parts[2], "value": float(events.Scalars(tag)[-1].value)})
-        out += found or kept.get(row["run_id"], [])
+        out += (read(row, log_dir) if log_dir and log_dir.is_dir() else []) or kept.get(row["run_id"], [])
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, UPSTREAM_FIELDS)
+        writer = csv.DictWriter(f, fields)
         writer.writeheader()
-        writer.writerows({k: "" if u.get(k) is None else u[k] for k in UPSTREAM_FIELDS} for u in out)
-    return [{**u, "seed": int(u["seed"]), "value": float(u["value"])} for u in out]
+        writer.writerows({k: "" if point.get(k) is None else point[k] for k in fields} for point in out)
+    return out
+
+
+def collect_curves(rows: list[dict], path: Path) -> list[dict]:
+    """The validation curve (the target's primary metric at every validation) of each fine-tuning run that finished
+    (`collect`: kept in the curves CSV at `path`)."""
+    def read(row: dict, log_dir: Path) -> list[dict]:
+        return [{**{k: row.get(k) for k in CURVE_FIELDS[:-2]}, "step": step, "value": value}
+                for step, value in read_curve(log_dir, f"val/{row['target']}/{row['metric']}")]
+    return [{**c, "fraction": float(c["fraction"]), "seed": int(c["seed"]), "step": int(c["step"]),
+             "value": float(c["value"])} for c in collect(rows, "finetune", path, CURVE_FIELDS, read)]
+
+
+def collect_upstream(rows: list[dict], path: Path) -> list[dict]:
+    """Each finished pre-finetuning run's last validation of every task of its mix (`val/<task>/<metric>`;
+    `collect`: kept in the CSV at `path`)."""
+    def read(row: dict, log_dir: Path) -> list[dict]:
+        events = scalars(log_dir)
+        return [{"run_id": row["run_id"], "arm": row["arm"], "seed": row["seed"], "task": task, "metric": metric,
+                 "value": float(events.Scalars(tag)[-1].value)}
+                for tag in events.Tags().get("scalars", []) if tag.count("/") == 2
+                for kind, task, metric in [tag.split("/")] if kind == "val"]
+    return [{**u, "seed": int(u["seed"]), "value": float(u["value"])}
+            for u in collect(rows, "upstream", path, UPSTREAM_FIELDS, read)]
