@@ -68,6 +68,13 @@ def read_curve(log_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(int(e.step), float(e.value)) for e in events.Scalars(tag)]
 
 
+def latest_step(log_dir: Path) -> int | None:
+    """The highest step of any scalar a run has logged so far (TensorBoard's step); None before its first log."""
+    events = scalars(log_dir)
+    steps = [int(e.step) for tag in events.Tags().get("scalars", []) for e in events.Scalars(tag)]
+    return max(steps, default=None)
+
+
 def read_metric(log_dir: Path, tag: str, mode: str = "final") -> tuple[float, int] | None:
     """(value, step) of a logged scalar: its last value (`final`) or its maximum (`best`); None if never logged."""
     points = read_curve(log_dir, tag)

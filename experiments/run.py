@@ -1,7 +1,8 @@
 """Run a study: every configuration as its own `train.py fit` subprocess (a crash loses one run), pre-finetuning runs
 first (each exported; fine-tuning runs start from the export with `--model.init_from`), one CSV row per run, then
 a Markdown report, plots and TensorBoard under the sweep folder. Rerunning the same command resumes: a run whose row
-says `ok` is not run again (Ctrl-C stops the current run; it is redone next time).
+says `ok` is not run again (Ctrl-C stops the current run; it is redone next time). Every 10 minutes it logs
+where each running run is (step, and time left at its rate so far).
 
     python -m experiments.run --config experiments/does_it_help.yaml --data-root DATA --jobs 2
     python -m experiments.run --config experiments/does_it_help.yaml --report-only   # tables and plots again
@@ -25,7 +26,7 @@ from datamodules.catalogue import Catalogue
 from datamodules.multitask import DATA_ROOT_ENV
 from experiments import report
 from experiments.plan import Run, Study, data_args, plan
-from experiments.results import Results, log_dir_of, parse, read_metric
+from experiments.results import Results, latest_step, log_dir_of, parse, read_metric
 
 ROOT = Path(__file__).resolve().parent.parent  # train.py's folder: every run starts there
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -97,6 +98,26 @@ def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
     return f"{seconds / jobs / 60:.1f} min" + (f" + {len(untimed)} {stages} run(s) not yet timed" if untimed else "")
 
 
+def max_steps_of(args: list[str]) -> int | None:
+    """The run's `--trainer.max_steps` (the last one given wins, as in LightningCLI); None if its args set none."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith("--trainer.max_steps=")]
+    return int(values[-1]) if values else None
+
+
+def progress(run: Run, run_dir: Path, elapsed: float) -> str:
+    """Where a running run is, from what it has logged so far: `up-all-u0 step 240 of 1000, about 40 min left` (time
+    left by the rate so far, its start-up included, so on the high side)."""
+    log_dir = log_dir_of(run_dir)
+    step = latest_step(log_dir) if log_dir else None
+    if not step:
+        return f"{run.run_id} starting ({elapsed / 60:.0f} min)"
+    total = max_steps_of(run.args)
+    if not total:
+        return f"{run.run_id} step {step}"
+    left = elapsed * max(total - step, 0) / step
+    return f"{run.run_id} step {step} of {total}, about {left / 60:.0f} min left"
+
+
 def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path]) -> Run | None:
     """The first pending run that need not wait: no upstream, or its upstream's export exists, or its upstream will
     not run any more (it failed: the run is then recorded as skipped). None while every pending run waits."""
@@ -119,10 +140,10 @@ def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
 
 
 def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print,
-          only: list[str] | None = None) -> Path:
+          only: list[str] | None = None, status_every: float = 600) -> Path:
     """Run what is not done yet (of the runs `only` selects: `select`), up to `jobs` runs at a time (each with
     cores / jobs threads); a fine-tuning run starts once its upstream export exists, and is recorded as skipped if
-    its upstream failed."""
+    its upstream failed. Every `status_every` seconds it logs where each running run is (`progress`)."""
     folder = (Path(study.output) / study.name).resolve()  # the runs start in the repository root, not here
     runs = select(plan(study, data_args(study)), only)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,6 +162,8 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
         f"earlier, {len(todo)} to do "
         f"(estimated {eta(results, todo, jobs)}); results in {folder}")
     pending, active, started, finished = list(todo), [], 0, 0
+    started_at: dict[str, float] = {}
+    last_status = time.time()
     try:
         while pending or active:
             while len(active) < jobs and pending and (max_runs is None or started < max_runs):
@@ -158,6 +181,7 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                     args.append(f"--model.init_from={exports[run.upstream]}")
                 tag = "val/score" if run.stage == "upstream" else f"val/{run.target}/{metrics[run.target]}"
                 active.append(Job(run, args, folder / "runs" / run.run_id, tag, study.metric, threads))
+                started_at[run.run_id] = time.time()
                 started += 1
                 log(f"[{len(todo) - len(pending)}/{len(todo)}] {run.run_id} started")
             if not active:
@@ -165,6 +189,10 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                     log(f"stopping after {started} run(s) (--max-runs); rerun the command to continue")
                 break
             ended = [j for j in active if j.done()]
+            if time.time() - last_status >= status_every and active:
+                last_status = time.time()
+                log(time.strftime("%H:%M ") + "running: " + "; ".join(
+                    progress(j.run, j.run_dir, last_status - started_at[j.run.run_id]) for j in active))
             if not ended:
                 time.sleep(0.5)
                 continue

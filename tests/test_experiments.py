@@ -5,6 +5,7 @@ and TensorBoard written; an interrupted sweep resumes without redoing finished r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
@@ -369,3 +370,27 @@ def test_upstream_seeds_cross_every_fine_tuning_seed_and_the_report_separates_th
     study.arms["muppet"]["pair_seeds"] = True  # fine-tuning seed i from upstream seed i only
     assert sorted((r.seed, r.upstream) for r in plan(study, []) if r.arm == "muppet") == [(0, "up-mix-u0"),
                                                                                           (1, "up-mix-u1")]
+
+
+def test_progress_of_a_running_run_is_read_from_what_it_has_logged_so_far(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    run = Run(run_id="up-mix", stage="upstream", arm="mix", target="2", fraction=None, seed=0,
+              args=("--trainer.max_steps=100", "--trainer.max_steps=1000"))
+    run_dir = tmp_path / "up-mix"
+    run_dir.mkdir()
+    assert runner.progress(run, run_dir, 120) == "up-mix starting (2 min)"  # nothing logged yet
+    writer = SummaryWriter(run_dir / "muppet" / "version_0")
+    for step in (9, 19, 249):
+        writer.add_scalar("train/loss", 1.0, step)
+    writer.close()
+    # 250 of 1,000 steps (the last --trainer.max_steps given wins) in 10 min: 30 min left at that rate
+    assert runner.progress(run, run_dir, 600) == "up-mix step 249 of 1000, about 30 min left"
+    assert runner.progress(dataclasses.replace(run, args=()), run_dir, 600) == "up-mix step 249"
+
+
+def test_a_sweep_logs_where_each_running_run_is(tmp_path, monkeypatch):
+    study = fake_study(tmp_path)
+    monkeypatch.setattr(runner, "Job", fake_jobs([]))
+    lines: list[str] = []
+    runner.sweep(study, only=["up-mix"], status_every=0, log=lines.append)
+    assert any(re.fullmatch(r"\d\d:\d\d running: up-mix starting \(0 min\)", line) for line in lines), lines
