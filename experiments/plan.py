@@ -41,6 +41,9 @@ class Study:
     #          pair_seeds: true = the i-th fine-tuning seed runs from the i-th upstream seed only, not from each}
     arms: dict[str, dict[str, Any]] = field(default_factory=lambda: {"baseline": {}})
     baseline: str | None = "baseline"  # the arm every other arm is compared with (same seed: paired)
+    # arm -> the arm it varies (an ablation against the default it changes one thing of, e.g. homogeneous: all): the
+    # report pairs them by fine-tuning and upstream seed, so the difference is the varied thing's alone
+    compare: dict[str, str] = field(default_factory=dict)
     metric: str = "final"  # `final`: the last validation of the target's primary metric; `best`: its maximum
     plot: str | None = None  # fraction | tasks | bars; default from the study's shape
     # false: fine-tuning runs keep no checkpoint (their export and final.ckpt are deleted), pre-finetuning runs keep
@@ -100,6 +103,11 @@ class Study:
                 raise ValueError(f"{where}: upstream '{name}' trains on target(s) {held_in}: targets must be held out")
         if not all(0 < f <= 1 for f in self.fractions):
             raise ValueError(f"{where}: fractions must be in (0, 1], got {self.fractions}")
+        for arm, reference in self.compare.items():
+            missing = [a for a in (arm, reference) if a not in self.arms]
+            if missing or arm == reference:
+                raise ValueError(f"{where}: compare '{arm}: {reference}': " + (
+                    f"{missing} not among the arms {list(self.arms)}" if missing else "an arm against itself"))
         if self.baseline is not None and self.baseline not in self.arms:
             raise ValueError(f"{where}: baseline arm '{self.baseline}' is not among the arms {list(self.arms)}")
 

@@ -31,6 +31,18 @@ def groups(rows: list[dict]) -> dict[Key, dict[int, float]]:
     return {k: {s: float(np.mean(list(by_up.values()))) for s, by_up in d.items()} for k, d in cells(rows).items()}
 
 
+def runs_by_seeds(rows: list[dict]) -> dict[Key, dict[tuple[int, int | None], float]]:
+    """{(target, fraction, arm): {(seed, upstream seed): value}}: every finished fine-tuning run apart."""
+    return {k: {(s, u): v for s, by_up in d.items() for u, v in by_up.items()} for k, d in cells(rows).items()}
+
+
+def paired(reference: dict[tuple[int, int | None], float], arm: dict[tuple[int, int | None], float]) -> dict:
+    """`compare` of two arms that start from upstream runs, pair by pair: the same fine-tuning seed (training subset)
+    and the same upstream seed (pre-finetuning seed), so the difference is only what the two arms vary."""
+    keys = sorted(set(reference) & set(arm), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+    return compare({i: reference[k] for i, k in enumerate(keys)}, {i: arm[k] for i, k in enumerate(keys)})
+
+
 def reported_steps(rows: list[dict]) -> dict[Key, list[int]]:
     """{(target, fraction, arm): [step]}: the update at which each finished fine-tuning run reached the value it
     reports (with `metric: best`, a step at the end of the run means it was still improving)."""
@@ -48,13 +60,15 @@ def mean_step(steps: list[int] | None) -> str:
 def seed_spreads(rows: list[dict]) -> dict[Key, dict]:
     """Per (target, fraction, arm) run from several upstream seeds: the spread that comes from pre-finetuning (std
     over upstream seeds of the mean over fine-tuning seeds) and the one from fine-tuning (mean over upstream seeds of
-    the std over fine-tuning seeds)."""
+    the std over fine-tuning seeds); only where they are crossed (several fine-tuning seeds per upstream seed)."""
     out = {}
     for key, by_seed in cells(rows).items():
         ups = sorted({u for d in by_seed.values() for u in d if u is not None})
         if len(ups) < 2:
             continue
         per_up = {u: [d[u] for d in by_seed.values() if u in d] for u in ups}
+        if all(len(v) < 2 for v in per_up.values()):  # paired seeds (`pair_seeds`): the two spreads are not apart
+            continue
         out[key] = {"upstream_seeds": len(ups), "finetune_seeds": len(by_seed),
                     "upstream_std": mean_std(np.mean(v) for v in per_up.values())[1],
                     "finetune_std": float(np.nanmean([mean_std(v)[1] for v in per_up.values()]))}
@@ -165,6 +179,24 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
             lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {c['n']} | {fmt(c['base_mean'])} ± "
                          f"{fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} | "
                          f"{fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
+    if study.compare:
+        by_seeds = runs_by_seeds(rows)
+        lines += ["", "## Each arm against the arm it varies (paired by fine-tuning and upstream seed)", "",
+                  "Difference = arm - reference on the same fine-tuning seed and the same upstream seed (the study's "
+                  "`compare`); *exceeds the seed spread* as above.", "",
+                  "| target | fraction | arm | against | pairs | reference | arm | difference (mean ± std) | "
+                  "arm better | exceeds seed spread |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for target, fraction, arm in ordered(study, by_seeds):
+            reference = study.compare.get(arm)
+            if reference is None or (target, fraction, reference) not in by_seeds:
+                continue
+            c = paired(by_seeds[target, fraction, reference], by_seeds[target, fraction, arm])
+            if not c["n"]:
+                continue
+            verdict = {None: "n/a", True: "**yes**", False: "no"}[c["exceeds"]]
+            lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {reference} | {c['n']} | "
+                         f"{fmt(c['base_mean'])} ± {fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} "
+                         f"| {fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
     spreads = seed_spreads(rows)
     if spreads:
         lines += ["", "## Where the spread comes from", "",

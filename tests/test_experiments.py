@@ -394,3 +394,26 @@ def test_a_sweep_logs_where_each_running_run_is(tmp_path, monkeypatch):
     lines: list[str] = []
     runner.sweep(study, only=["up-mix"], status_every=0, log=lines.append)
     assert any(re.fullmatch(r"\d\d:\d\d running: up-mix starting \(0 min\)", line) for line in lines), lines
+
+
+def test_an_ablation_is_paired_with_the_arm_it_varies_by_fine_tuning_and_upstream_seed(tmp_path):
+    study = Study(name="s", targets=["t"], seeds=[0, 1], upstream_seeds=[0, 1, 2],
+                  upstream={"mix": {"tasks": ["a", "b"]}, "mix_h": {"tasks": ["a", "b"]}},
+                  arms={"baseline": {}, "all": {"init_from": "mix"},
+                        "homogeneous": {"init_from": "mix_h", "pair_seeds": True}},
+                  compare={"homogeneous": "all"})
+    results = Results(tmp_path / "results.csv")
+    for r in plan(study, []):
+        if r.stage == "finetune":  # the ablation costs 0.02 on every (seed, upstream seed) it shares with `all`
+            value = 0.5 if r.arm == "baseline" else 0.7 + 0.1 * r.upstream_seed + 0.01 * r.seed
+            results.record({"run_id": r.run_id, "stage": "finetune", "arm": r.arm, "target": "t", "fraction": 1.0,
+                            "seed": r.seed, "upstream_seed": r.upstream_seed, "metric": "accuracy",
+                            "value": value - (0.02 if r.arm == "homogeneous" else 0), "wall_s": 1.0, "status": "ok"})
+    text = markdown(study, [parse(r) for r in results.rows.values()], [], "cmd")
+    # pairs (seed 0, upstream 0) and (1, 1): `all` 0.70 and 0.81, the ablation 0.68 and 0.79 (averaging `all` over
+    # its upstream seeds instead would give -0.12)
+    assert "| t | 1 | homogeneous | all | 2 | 0.755 ± 0.078 | 0.735 ± 0.078 | -0.020 ± 0.000 | 0/2 | no |" in text
+    # the spreads apart only where the seeds are crossed: `all`, not the paired ablation
+    assert "| t | 1 | all | 3 | 2 | 0.100 | 0.007 |" in text and "| t | 1 | homogeneous | 2 | 2 |" not in text
+    with pytest.raises(ValueError, match=r"compare 'homogeneous: everything': \['everything'\] not among the arms"):
+        Study(**{**dataclasses.asdict(study), "compare": {"homogeneous": "everything"}}).check("x.yaml")
