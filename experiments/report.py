@@ -32,15 +32,9 @@ def groups(rows: list[dict]) -> dict[Key, dict[int, float]]:
 
 
 def runs_by_seeds(rows: list[dict]) -> dict[Key, dict[tuple[int, int | None], float]]:
-    """{(target, fraction, arm): {(seed, upstream seed): value}}: every finished fine-tuning run apart."""
+    """{(target, fraction, arm): {(seed, upstream seed): value}}: every finished fine-tuning run apart, so that
+    `compare` pairs two arms by fine-tuning seed (training subset) and upstream seed (pre-finetuning seed) both."""
     return {k: {(s, u): v for s, by_up in d.items() for u, v in by_up.items()} for k, d in cells(rows).items()}
-
-
-def paired(reference: dict[tuple[int, int | None], float], arm: dict[tuple[int, int | None], float]) -> dict:
-    """`compare` of two arms that start from upstream runs, pair by pair: the same fine-tuning seed (training subset)
-    and the same upstream seed (pre-finetuning seed), so the difference is only what the two arms vary."""
-    keys = sorted(set(reference) & set(arm), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
-    return compare({i: reference[k] for i, k in enumerate(keys)}, {i: arm[k] for i, k in enumerate(keys)})
 
 
 def reported_steps(rows: list[dict]) -> dict[Key, list[int]]:
@@ -83,9 +77,10 @@ def mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def compare(base: dict[int, float], arm: dict[int, float]) -> dict:
-    """The arm against the baseline over the seeds both have: paired differences (arm - baseline, same seed), and
-    whether their mean exceeds the seed spread (the larger of the two arms' standard deviations over seeds)."""
+def compare(base: dict, arm: dict) -> dict:
+    """The arm against the baseline over the seeds both have (keys: a seed, or (seed, upstream seed)): paired
+    differences (arm - baseline, same key), and whether their mean exceeds the seed spread (the larger of the two
+    arms' standard deviations over seeds)."""
     seeds = sorted(set(base) & set(arm))
     diffs = [arm[s] - base[s] for s in seeds]
     (b_mean, b_std), (a_mean, a_std), (d_mean, d_std) = (mean_std(base[s] for s in seeds),
@@ -94,6 +89,13 @@ def compare(base: dict[int, float], arm: dict[int, float]) -> dict:
     return {"n": len(seeds), "base_mean": b_mean, "base_std": b_std, "arm_mean": a_mean, "arm_std": a_std,
             "diff_mean": d_mean, "diff_std": d_std, "wins": sum(d > 0 for d in diffs), "spread": spread,
             "exceeds": None if math.isnan(spread) else abs(d_mean) > spread}
+
+
+def compared_cells(c: dict) -> str:
+    """The Markdown cells of one `compare`: pairs, both arms' mean ± std, the difference, wins, the verdict."""
+    verdict = {None: "n/a", True: "**yes**", False: "no"}[c["exceeds"]]
+    return (f"{c['n']} | {fmt(c['base_mean'])} ± {fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} | "
+            f"{fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
 
 
 def fmt(value: float, signed: bool = False) -> str:
@@ -175,10 +177,7 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
             if arm == study.baseline or not base:
                 continue
             c = compare(base, data[target, fraction, arm])
-            verdict = {None: "n/a", True: "**yes**", False: "no"}[c["exceeds"]]
-            lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {c['n']} | {fmt(c['base_mean'])} ± "
-                         f"{fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} | "
-                         f"{fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
+            lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {compared_cells(c)}")
     if study.compare:
         by_seeds = runs_by_seeds(rows)
         lines += ["", "## Each arm against the arm it varies (paired by fine-tuning and upstream seed)", "",
@@ -190,13 +189,9 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
             reference = study.compare.get(arm)
             if reference is None or (target, fraction, reference) not in by_seeds:
                 continue
-            c = paired(by_seeds[target, fraction, reference], by_seeds[target, fraction, arm])
-            if not c["n"]:
-                continue
-            verdict = {None: "n/a", True: "**yes**", False: "no"}[c["exceeds"]]
-            lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {reference} | {c['n']} | "
-                         f"{fmt(c['base_mean'])} ± {fmt(c['base_std'])} | {fmt(c['arm_mean'])} ± {fmt(c['arm_std'])} "
-                         f"| {fmt(c['diff_mean'], True)} ± {fmt(c['diff_std'])} | {c['wins']}/{c['n']} | {verdict} |")
+            c = compare(by_seeds[target, fraction, reference], by_seeds[target, fraction, arm])
+            if c["n"]:
+                lines.append(f"| {target} | {fmt_fraction(fraction)} | {arm} | {reference} | {compared_cells(c)}")
     spreads = seed_spreads(rows)
     if spreads:
         lines += ["", "## Where the spread comes from", "",

@@ -162,7 +162,6 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
         f"earlier, {len(todo)} to do "
         f"(estimated {eta(results, todo, jobs)}); results in {folder}")
     pending, active, started, finished = list(todo), [], 0, 0
-    started_at: dict[str, float] = {}
     last_status = time.time()
     try:
         while pending or active:
@@ -181,7 +180,6 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                     args.append(f"--model.init_from={exports[run.upstream]}")
                 tag = "val/score" if run.stage == "upstream" else f"val/{run.target}/{metrics[run.target]}"
                 active.append(Job(run, args, folder / "runs" / run.run_id, tag, study.metric, threads))
-                started_at[run.run_id] = time.time()
                 started += 1
                 log(f"[{len(todo) - len(pending)}/{len(todo)}] {run.run_id} started")
             if not active:
@@ -192,7 +190,7 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
             if time.time() - last_status >= status_every and active:
                 last_status = time.time()
                 log(time.strftime("%H:%M ") + "running: " + "; ".join(
-                    progress(j.run, j.run_dir, last_status - started_at[j.run.run_id]) for j in active))
+                    progress(j.run, j.run_dir, last_status - j.start) for j in active))
             if not ended:
                 time.sleep(0.5)
                 continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,7 @@ def fake_jobs(calls: list[str], crash_at: int | None = None, fail: frozenset = f
             calls.append(run.run_id)
             running.append(run.run_id)
             FakeJob.overlap = max(FakeJob.overlap, len(running))
-            self.run, self.run_dir, self.tag, self.polls = run, run_dir, tag, 0
+            self.run, self.run_dir, self.tag, self.polls, self.start = run, run_dir, tag, 0, time.time()
             (run_dir / "export").mkdir(parents=True, exist_ok=True)
 
         def done(self) -> bool:
