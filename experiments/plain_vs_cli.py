@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
-import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from experiments.processes import Process
 from experiments.results import log_dir_of, read_curve, read_metric
 
-ROOT = Path(__file__).resolve().parent.parent
 CLASSIFICATION = ["cola", "sst2", "qqp", "qnli", "wnli", "snli", "trec", "yelp_polarity"]
 MULTIPLE_CHOICE = ["hellaswag", "piqa", "social_iqa", "openbookqa", "arc_easy", "arc_challenge", "cosmos_qa"]
 MIX = CLASSIFICATION + MULTIPLE_CHOICE  # 15 tasks; the target (MRPC) is held out
@@ -164,44 +162,53 @@ def finish_cli_finetune(out: Path) -> None:
 
 
 class Pool:
-    """Up to `jobs` single-thread subprocesses; each writes its output to <folder>/run.log."""
+    """Up to `jobs` single-thread runs at a time (`Process`, output in <folder>/run.log); `then(folder)` once a run
+    ended well, and each run's seconds in <folder>/wall_s. `stop()` ends every running one (Ctrl-C, SIGTERM)."""
 
-    def __init__(self, jobs: int) -> None:
-        self.jobs, self.running = jobs, []
+    def __init__(self, jobs: int, poll: float = 2.0) -> None:
+        self.jobs, self.poll, self.running = jobs, poll, []
 
     def start(self, name: str, command: list[str], folder: Path, then=None) -> None:
         while len(self.running) >= self.jobs:
             self.wait_one()
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1"}
-        log = (folder / "run.log").open("w")
         print(f"start {name}", flush=True)
-        self.running.append((name, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                                    env=env), folder, then, time.time()))
+        self.running.append((name, Process(command, folder, "run.log", threads=1), then))
 
     def wait_one(self) -> None:
         while True:
             for item in self.running:
-                name, proc, folder, then, start = item
-                if proc.poll() is not None:
+                name, process, then = item
+                if process.done():
                     self.running.remove(item)
-                    print(f"end {name}: exit {proc.returncode} after {time.time() - start:.0f} s", flush=True)
-                    if proc.returncode == 0 and then:
-                        then(folder)
-                    (folder / "wall_s").write_text(f"{time.time() - start:.1f}\n")
+                    code, seconds = process.wait(), process.seconds()
+                    print(f"end {name}: exit {code} after {seconds:.0f} s", flush=True)
+                    if code == 0 and then:
+                        then(process.folder)
+                    (process.folder / "wall_s").write_text(f"{seconds:.1f}\n")
                     return
-            time.sleep(2)
+            time.sleep(self.poll)
 
     def drain(self) -> None:
         while self.running:
             self.wait_one()
 
+    def stop(self) -> None:
+        for _, process, _ in self.running:
+            process.stop()
+        self.running.clear()
+
 
 def run(args: argparse.Namespace) -> None:
     out, root = Path(args.out), str(Path(args.data_root).resolve())
     pool = Pool(args.jobs)
+    try:
+        start_runs(args, out, root, pool)
+    except BaseException:  # Ctrl-C or SIGTERM: no run goes on without us; each is redone next time
+        pool.stop()
+        raise
+
+
+def start_runs(args: argparse.Namespace, out: Path, root: str, pool: Pool) -> None:
     for seed in args.seeds:
         for arm in args.arms:
             if arm == "baseline":
@@ -378,4 +385,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the running runs as Ctrl-C does
     main()

@@ -17,7 +17,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,10 +25,8 @@ from datamodules.catalogue import Catalogue
 from datamodules.multitask import DATA_ROOT_ENV
 from experiments import report
 from experiments.plan import Run, Study, data_args, plan
+from experiments.processes import Process
 from experiments.results import Results, latest_step, log_dir_of, parse, read_metric
-
-ROOT = Path(__file__).resolve().parent.parent  # train.py's folder: every run starts there
-ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def primary_metrics(targets: list[str]) -> dict[str, str]:
@@ -37,41 +34,23 @@ def primary_metrics(targets: list[str]) -> dict[str, str]:
     return {t: tasks[t].metrics[0] for t in targets}
 
 
-class Job:
-    """One `train.py fit` in its own process group, its output in <run_dir>/train.log; `row()` once it ended."""
+class Job(Process):
+    """One `train.py fit` in its own process group (`Process`), its output in <run_dir>/train.log; `row()` once it
+    ended."""
 
     def __init__(self, run: Run, args: list[str], run_dir: Path, tag: str, mode: str, threads: int | None) -> None:
         self.run, self.run_dir, self.tag, self.mode = run, run_dir, tag, mode
-        shutil.rmtree(run_dir, ignore_errors=True)  # a run that was interrupted starts clean
-        run_dir.mkdir(parents=True)
         command = [sys.executable, "train.py", "fit", *args, f"--trainer.logger.init_args.save_dir={run_dir}"]
-        (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
-        env = {**ENV, **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **os.environ}
-        self.start = time.time()
-        with (run_dir / "train.log").open("w") as out:
-            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=env)
-
-    def done(self) -> bool:
-        return self.proc.poll() is not None
-
-    def stop(self) -> None:
-        """Ctrl-C or SIGTERM: end the whole run (its process group); nothing is recorded."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        super().__init__(command, run_dir, "train.log", threads)
 
     def row(self, log=print) -> dict:
-        run, code, wall = self.run, self.proc.wait(), time.time() - self.start
+        run, code, wall = self.run, self.wait(), self.seconds()
         log_dir = log_dir_of(self.run_dir)
         metric = read_metric(log_dir, self.tag, self.mode) if log_dir else None
         status = "ok" if code == 0 and metric else f"failed (exit {code})" if code else f"no {self.tag} logged"
         if status != "ok":
-            tail = (self.run_dir / "train.log").read_text().splitlines()[-15:]
-            log(f"  {run.run_id}: {status}; the end of {self.run_dir / 'train.log'}:\n    " + "\n    ".join(tail))
+            tail = self.log.read_text().splitlines()[-15:]
+            log(f"  {run.run_id}: {status}; the end of {self.log}:\n    " + "\n    ".join(tail))
         if run.stage == "upstream" and status == "ok" and not (log_dir / "export").is_dir():
             status = "no export written"
         return {"run_id": run.run_id, "stage": run.stage, "arm": run.arm, "x": run.x, "target": run.target,
