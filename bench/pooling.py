@@ -58,8 +58,8 @@ def table(study: Study, rows: list[dict]) -> list[str]:
             label = target if fraction == 1.0 else f"{target} ({fmt_fraction(fraction)})"
             lines.append("| " + " | ".join([label, metric.get(target, "?"), str(seeds), *cells, *diffs, best]) + " |")
     lines += ["", "best per target: " + ", ".join(f"{a} {n}" for a, n in wins.items()),
-              f"difference: arm - {study.baseline} on the same seed, mean (seeds where the arm is better / pairs); "
-              f"* = larger than the larger seed std of the two arms"]
+              (f"difference: arm - {study.baseline} on the same seed, mean (seeds where the arm is better / pairs); "
+               f"* = larger than the larger seed std of the two arms")]
     return lines
 
 

@@ -132,8 +132,8 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
              planned: list[str] | None = None, upstream_tasks: list[dict] | None = None) -> str:
     data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
     lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
-             f"Metric: each target's primary validation metric, {study.metric} validation of the fine-tuning run; "
-             f"mean and standard deviation (ddof 1) over seeds.", ""]
+             (f"Metric: each target's primary validation metric, {study.metric} validation of the fine-tuning run; "
+              f"mean and standard deviation (ddof 1) over seeds."), ""]
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
@@ -168,10 +168,11 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
                      f"{fmt(mean)} | {fmt(std)} | {per_seed} | {mean_step(steps.get((target, fraction, arm)))} |")
     if study.baseline is not None:
         lines += ["", f"## Against `{study.baseline}` (paired by seed)", "",
-                  "Difference = arm - baseline on the same seed (same training subset); it *exceeds the seed spread* "
-                  "when its mean is larger in size than the larger standard deviation over seeds of the two arms.", "",
-                  "| target | fraction | arm | pairs | baseline | arm | difference (mean ± std) | arm better | "
-                  "exceeds seed spread |", "|---|---|---|---|---|---|---|---|---|"]
+                  ("Difference = arm - baseline on the same seed (same training subset); it *exceeds the seed "
+                   "spread* when its mean is larger in size than the larger standard deviation over seeds of the two "
+                   "arms."), "",
+                  ("| target | fraction | arm | pairs | baseline | arm | difference (mean ± std) | arm better | "
+                   "exceeds seed spread |"), "|---|---|---|---|---|---|---|---|---|"]
         for target, fraction, arm in ordered(study, data):
             base = data.get((target, fraction, study.baseline))
             if arm == study.baseline or not base:
@@ -181,10 +182,10 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
     if study.compare:
         by_seeds = runs_by_seeds(rows)
         lines += ["", "## Each arm against the arm it varies (paired by fine-tuning and upstream seed)", "",
-                  "Difference = arm - reference on the same fine-tuning seed and the same upstream seed (the study's "
-                  "`compare`); *exceeds the seed spread* as above.", "",
-                  "| target | fraction | arm | against | pairs | reference | arm | difference (mean ± std) | "
-                  "arm better | exceeds seed spread |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  ("Difference = arm - reference on the same fine-tuning seed and the same upstream seed (the study's "
+                   "`compare`); *exceeds the seed spread* as above."), "",
+                  ("| target | fraction | arm | against | pairs | reference | arm | difference (mean ± std) | "
+                   "arm better | exceeds seed spread |"), "|---|---|---|---|---|---|---|---|---|---|"]
         for target, fraction, arm in ordered(study, by_seeds):
             reference = study.compare.get(arm)
             if reference is None or (target, fraction, reference) not in by_seeds:
@@ -195,11 +196,11 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
     spreads = seed_spreads(rows)
     if spreads:
         lines += ["", "## Where the spread comes from", "",
-                  "Each fine-tuning seed ran from each upstream (pre-finetuning) seed. Upstream spread: standard "
-                  "deviation over upstream seeds of the mean over fine-tuning seeds; fine-tuning spread: mean over "
-                  "upstream seeds of the standard deviation over fine-tuning seeds.", "",
-                  "| target | fraction | arm | upstream seeds | fine-tuning seeds | upstream spread | "
-                  "fine-tuning spread |",
+                  ("Each fine-tuning seed ran from each upstream (pre-finetuning) seed. Upstream spread: standard "
+                   "deviation over upstream seeds of the mean over fine-tuning seeds; fine-tuning spread: mean over "
+                   "upstream seeds of the standard deviation over fine-tuning seeds."), "",
+                  ("| target | fraction | arm | upstream seeds | fine-tuning seeds | upstream spread | "
+                   "fine-tuning spread |"),
                   "|---|---|---|---|---|---|---|"]
         for target, fraction, arm in ordered(study, spreads):
             c = spreads[target, fraction, arm]

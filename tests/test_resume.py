@@ -6,7 +6,6 @@ and ends with bitwise-identical weights (dropout on, validation in between)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

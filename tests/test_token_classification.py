@@ -103,8 +103,8 @@ def test_byte_level_bpe_without_prefix_space_gets_a_space_before_every_word():
      "field 'tokens' is null or not a non-empty list of words (strings) in 1 row(s), first at index 0"),
     ({"tokens": [["John"], []], "ner_tags": [[1], []]}, "field 'tokens' is null or not a non-empty list of words"),
     ({"tokens": [["John", "lives"], ["Paris"]], "ner_tags": [[1, 0], [5, 0]]},
-     "field 'ner_tags' is not a list of tags (ids below the number of label_names, or raw tags of label_map), one per "
-     "word in 1 row(s), first at index 1"),
+     ("field 'ner_tags' is not a list of tags (ids below the number of label_names, or raw tags of label_map), one per "
+      "word in 1 row(s), first at index 1")),
     ({"tokens": [["John"]], "ner_tags": [[9]]}, "field 'ner_tags' is not a list of tags"),
 ])
 def test_bad_rows_are_named(rows, message):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import os
 import subprocess
 import sys
 from pathlib import Path

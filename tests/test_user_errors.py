@@ -149,8 +149,8 @@ CASES = {
     "task_name_with_dot": (["--data.catalogue=[{root}/dotted.yaml]", "--data.tasks=[my.task]"],
                            ["{root}/dotted.yaml", "task name 'my.task' must be", "without '.'"]),
     "span_answers_scalars": (["--data.tasks=[scalar_answers]"],
-                             ["task 'scalar_answers', split 'train': field 'answers' holds one text and one "
-                              "answer_start per example; it takes lists"]),
+                             [("task 'scalar_answers', split 'train': field 'answers' holds one text and one "
+                               "answer_start per example; it takes lists")]),
 }
 DRIVER = """
 import contextlib, io, json, os, sys, traceback
