@@ -37,6 +37,12 @@ def runs_by_seeds(rows: list[dict]) -> dict[Key, dict[tuple[int, int | None], fl
     return {k: {(s, u): v for s, by_up in d.items() for u, v in by_up.items()} for k, d in cells(rows).items()}
 
 
+def upstream_seed_counts(rows: list[dict]) -> dict[Key, int]:
+    """{(target, fraction, arm): the most upstream seeds one of its fine-tuning seeds ran from} (1 where seeds are
+    paired: fine-tuning seed i from upstream seed i)."""
+    return {k: max(len(by_up) for by_up in d.values()) for k, d in cells(rows).items()}
+
+
 def reported_steps(rows: list[dict]) -> dict[Key, list[int]]:
     """{(target, fraction, arm): [step]}: the update at which each finished fine-tuning run reached the value it
     reports (with `metric: best`, a step at the end of the run means it was still improving)."""
@@ -52,20 +58,23 @@ def mean_step(steps: list[int] | None) -> str:
 
 
 def seed_spreads(rows: list[dict]) -> dict[Key, dict]:
-    """Per (target, fraction, arm) run from several upstream seeds: the spread that comes from pre-finetuning (std
-    over upstream seeds of the mean over fine-tuning seeds) and the one from fine-tuning (mean over upstream seeds of
-    the std over fine-tuning seeds); only where they are crossed (several fine-tuning seeds per upstream seed)."""
+    """Per (target, fraction, arm) where one fine-tuning seed ran from several upstream seeds (the seeds are crossed,
+    fully or in part): the spread that comes from pre-finetuning (the standard deviation over upstream seeds at one
+    fine-tuning seed, averaged over the fine-tuning seeds that ran from two or more) and the one from fine-tuning (the
+    standard deviation over fine-tuning seeds at one upstream seed, averaged likewise; NaN until some upstream seed
+    has two). Arms with `pair_seeds` (fine-tuning seed i from upstream seed i only) are left out: there the two
+    sources cannot be told apart."""
     out = {}
     for key, by_seed in cells(rows).items():
         ups = sorted({u for d in by_seed.values() for u in d if u is not None})
-        if len(ups) < 2:
+        per_finetune = [list(d.values()) for d in by_seed.values() if len(d) >= 2]
+        if not per_finetune:
             continue
-        per_up = {u: [d[u] for d in by_seed.values() if u in d] for u in ups}
-        if all(len(v) < 2 for v in per_up.values()):  # paired seeds (`pair_seeds`): the two spreads are not apart
-            continue
+        per_up = [[d[u] for d in by_seed.values() if u in d] for u in ups]
+        spread = [mean_std(v)[1] for v in per_up if len(v) >= 2]
         out[key] = {"upstream_seeds": len(ups), "finetune_seeds": len(by_seed),
-                    "upstream_std": mean_std(np.mean(v) for v in per_up.values())[1],
-                    "finetune_std": float(np.nanmean([mean_std(v)[1] for v in per_up.values()]))}
+                    "upstream_std": float(np.mean([mean_std(v)[1] for v in per_finetune])),
+                    "finetune_std": float(np.mean(spread)) if spread else math.nan}
     return out
 
 
@@ -154,17 +163,20 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
         lines += ["## Pre-finetuning: each task of the mix at its end", "",
                   "Each task's primary validation metric after the last update (mean over upstream seeds ± std).", "",
                   *upstream_table(upstream_tasks), ""]
-    steps = reported_steps(rows)
+    steps, upstream_seeds = reported_steps(rows), upstream_seed_counts(rows)
     lines += ["## Fine-tuning: every arm", "",
               ("Step: the mean TensorBoard step at which the runs reached the value they report (Lightning logs the "
-               "validation after update k at step k - 1)."), "",
+               "validation after update k at step k - 1). Seeds: fine-tuning seeds; where they ran from several "
+               "upstream seeds (x n upstream), each fine-tuning seed's value is its mean over them."), "",
               "| target | metric | fraction | arm | seeds | mean | std | per seed | step |",
               "|---|---|---|---|---|---|---|---|---|"]
     for target, fraction, arm in ordered(study, data):
         values = data[target, fraction, arm]
         mean, std = mean_std(values.values())
         per_seed = ", ".join(f"{values[s]:.3f}" for s in sorted(values))
-        lines.append(f"| {target} | {metric.get(target, '')} | {fmt_fraction(fraction)} | {arm} | {len(values)} | "
+        ups = upstream_seeds.get((target, fraction, arm), 0)
+        seeds = f"{len(values)}" + (f" (x{ups} upstream)" if ups > 1 else "")
+        lines.append(f"| {target} | {metric.get(target, '')} | {fmt_fraction(fraction)} | {arm} | {seeds} | "
                      f"{fmt(mean)} | {fmt(std)} | {per_seed} | {mean_step(steps.get((target, fraction, arm)))} |")
     if study.baseline is not None:
         lines += ["", f"## Against `{study.baseline}` (paired by seed)", "",
@@ -196,9 +208,11 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
     spreads = seed_spreads(rows)
     if spreads:
         lines += ["", "## Where the spread comes from", "",
-                  ("Each fine-tuning seed ran from each upstream (pre-finetuning) seed. Upstream spread: standard "
-                   "deviation over upstream seeds of the mean over fine-tuning seeds; fine-tuning spread: mean over "
-                   "upstream seeds of the standard deviation over fine-tuning seeds."), "",
+                  ("Arms whose fine-tuning seeds ran from several upstream (pre-finetuning) seeds. Upstream "
+                   "spread: the standard deviation over upstream seeds at one fine-tuning seed (same training "
+                   "subset, head and order), averaged over fine-tuning seeds; fine-tuning spread: the standard "
+                   "deviation over fine-tuning seeds at one upstream seed, averaged over upstream seeds (- until an "
+                   "upstream seed has two fine-tuning seeds)."), "",
                   ("| target | fraction | arm | upstream seeds | fine-tuning seeds | upstream spread | "
                    "fine-tuning spread |"),
                   "|---|---|---|---|---|---|---|"]

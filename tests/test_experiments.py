@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -371,6 +372,28 @@ def test_upstream_seeds_cross_every_fine_tuning_seed_and_the_report_separates_th
     study.arms["muppet"]["pair_seeds"] = True  # fine-tuning seed i from upstream seed i only
     assert sorted((r.seed, r.upstream) for r in plan(study, []) if r.arm == "muppet") == [(0, "up-mix-u0"),
                                                                                           (1, "up-mix-u1")]
+
+
+def test_a_study_run_in_parts_gives_the_upstream_spread_once_one_fine_tuning_seed_ran_from_several(tmp_path):
+    """Fine-tuning seed 0 from upstream seeds 0, 1 and 2 (a study's first part): the upstream spread is the spread
+    at that fine-tuning seed; the fine-tuning spread waits for a second fine-tuning seed; a paired arm is left out."""
+    study = Study(name="s", targets=["t"], seeds=[0, 1], upstream_seeds=[0, 1, 2],
+                  upstream={"mix": {"tasks": ["a", "b"]}, "other": {"tasks": ["a"]}},
+                  arms={"baseline": {}, "muppet": {"init_from": "mix"},
+                        "paired": {"init_from": "other", "pair_seeds": True}})
+    values = {0: 0.70, 1: 0.76, 2: 0.79}
+    rows = [{"run_id": f"ft-muppet-s0-u{u}", "stage": "finetune", "arm": "muppet", "target": "t", "fraction": 1.0,
+             "seed": 0, "upstream_seed": u, "metric": "accuracy", "value": v, "wall_s": 1.0, "status": "ok"}
+            for u, v in values.items()]
+    rows += [{"run_id": f"ft-paired-s{i}-u{i}", "stage": "finetune", "arm": "paired", "target": "t",
+              "fraction": 1.0, "seed": i, "upstream_seed": i, "metric": "accuracy", "value": 0.6 + 0.1 * i,
+              "wall_s": 1.0, "status": "ok"} for i in (0, 1)]
+    text = markdown(study, rows, [], "cmd")
+    spread = float(np.std(list(values.values()), ddof=1))
+    assert f"| t | 1 | muppet | 3 | 1 | {spread:.3f} | - |" in text
+    assert "| t | 1 | paired |" not in text.split("## Where the spread comes from")[1]
+    assert "| t | accuracy | 1 | muppet | 1 (x3 upstream) | 0.750 | - | 0.750 |" in text
+    assert "| t | accuracy | 1 | paired | 2 | 0.650 |" in text  # one upstream seed per fine-tuning seed
 
 
 def test_progress_of_a_running_run_is_read_from_what_it_has_logged_so_far(tmp_path):
