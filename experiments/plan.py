@@ -49,6 +49,9 @@ class Study:
     # false: fine-tuning runs keep no checkpoint (their export and final.ckpt are deleted), pre-finetuning runs keep
     # their best checkpoint (the export's weights) but no last.ckpt (an interrupted run starts again from scratch)
     keep_checkpoints: bool = False
+    # name -> run id patterns (as --only takes them), in the order to run them: a study too long for one sitting, in
+    # parts that each answer something (`--part NAME` runs one; the runner resumes, so parts can also be split)
+    parts: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> Study:
@@ -108,6 +111,9 @@ class Study:
             if missing or arm == reference:
                 raise ValueError(f"{where}: compare '{arm}: {reference}': " + (
                     f"{missing} not among the arms {list(self.arms)}" if missing else "an arm against itself"))
+        for name, patterns in self.parts.items():
+            if not patterns or not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                raise ValueError(f"{where}: part '{name}' needs a list of run id patterns, got {patterns!r}")
         if self.baseline is not None and self.baseline not in self.arms:
             raise ValueError(f"{where}: baseline arm '{self.baseline}' is not among the arms {list(self.arms)}")
 

@@ -2,9 +2,11 @@
 first (each exported; fine-tuning runs start from the export with `--model.init_from`), one CSV row per run, then
 a Markdown report, plots and TensorBoard under the sweep folder. Rerunning the same command resumes: a run whose row
 says `ok` is not run again (Ctrl-C stops the current run; it is redone next time). Every 10 minutes it logs
-where each running run is (step, and time left at its rate so far).
+where each running run is (step, and time left at its rate so far). A study too long for one sitting runs in the
+parts its YAML names (`--part NAME`, or any runs with `--only PATTERN`); `--dry-run` says what each part has left.
 
     python -m experiments.run --config experiments/does_it_help.yaml --data-root DATA --jobs 2
+    python -m experiments.run --config experiments/does_it_help.yaml --data-root DATA --jobs 2 --part upstream_spread
     python -m experiments.run --config experiments/does_it_help.yaml --report-only   # tables and plots again
     tensorboard --logdir logs/experiments
 """
@@ -118,6 +120,22 @@ def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
     return [r for r in runs if r.run_id in chosen]
 
 
+def parts_done(study: Study, runs: list[Run], results: Results, jobs: int = 1) -> list[str]:
+    """One line per part of the study (`parts`): its runs (with the upstream runs they start from), how many of
+    them have finished and the time left (`eta`, `jobs` at a time), then the runs that no part selects."""
+    lines, covered = [], set()
+    for name, patterns in study.parts.items():
+        chosen = select(runs, patterns)
+        covered |= {r.run_id for r in chosen}
+        todo = [r for r in chosen if not results.done(r.run_id)]
+        lines.append(f"part {name}: {len(chosen)} runs, {len(chosen) - len(todo)} done, about "
+                     f"{eta(results, todo, jobs)} left at --jobs {jobs} ({' '.join(patterns)})")
+    rest = [r for r in runs if r.run_id not in covered]
+    if study.parts and rest:
+        lines.append(f"in no part: {len(rest)} runs, e.g. {rest[0].run_id}")
+    return lines
+
+
 def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs: int = 1, log=print,
           only: list[str] | None = None, status_every: float = 600) -> Path:
     """Run what is not done yet (of the runs `only` selects: `select`), up to `jobs` runs at a time (each with
@@ -129,6 +147,8 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     if dry_run:
         for run in runs:
             log(f"{run.run_id}: python train.py fit {shlex.join(run.args)}")
+        for line in parts_done(study, plan(study, data_args(study)), Results(folder / "results.csv"), jobs):
+            log(line)
         return folder
     metrics = primary_metrics(study.targets)
     results = Results(folder / "results.csv")
@@ -213,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="PATTERN",
                         help="run only the runs whose id matches one of these shell patterns (and the pre-finetuning "
                         "runs they start from): a study in parts, e.g. --only 'ft-baseline-*-s0' 'ft-all-*-s0-u0'")
+    parser.add_argument("--part", nargs="+", metavar="NAME",
+                        help="run the study's part(s) of these names (its `parts`: run id patterns, as --only)")
     parser.add_argument("--dry-run", action="store_true", help="print every run's train.py command and stop")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the CSV")
     args = parser.parse_args(argv)
@@ -220,14 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = "python -m experiments.run " + shlex.join([a for a in given if a != "--report-only"])
     folder = Path(study.output) / study.name
+    unknown = sorted(set(args.part or []) - set(study.parts))
+    if unknown:
+        parser.error(f"--part: {unknown} not among the parts of {args.config}: {list(study.parts) or 'none'}")
+    only = [p for name in args.part or [] for p in study.parts[name]] + (args.only or []) or None
     try:
-        select(plan(study, data_args(study)), args.only)
+        select(plan(study, data_args(study)), only)
     except ValueError as error:
         parser.error(str(error))
     if not args.report_only:
         start = time.time()
         try:
-            folder = sweep(study, args.max_runs, args.dry_run, args.jobs, only=args.only)
+            folder = sweep(study, args.max_runs, args.dry_run, args.jobs, only=only)
         except KeyboardInterrupt:
             print("interrupted: the current run is redone when the same command is run again", file=sys.stderr)
             write_report(study, folder, command)

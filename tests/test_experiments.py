@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments import run as runner
 from datamodules.catalogue import Catalogue
+from experiments import run as runner
 from experiments.plan import Run, Study, data_args, plan
 from experiments.report import compare, markdown
 from experiments.results import Results, parse
@@ -37,6 +37,9 @@ def test_every_shipped_study_plans_with_held_out_targets(config, tmp_path):
     upstream_ids = {r.run_id for r in runs if r.stage == "upstream"}
     assert {r.seed for r in finetune} == set(study.seeds) and all(r.upstream in upstream_ids for r in finetune
                                                                   if r.upstream)
+    if study.parts:  # every part selects runs (a typo is an error), and together they are the whole study
+        parted = {r.run_id for patterns in study.parts.values() for r in runner.select(runs, patterns)}
+        assert parted == {r.run_id for r in runs}
 
 
 def test_nested_task_mixes_grow_as_supersets():
@@ -258,6 +261,30 @@ def test_a_typo_in_only_is_a_command_line_error_before_anything_runs(tmp_path, c
         runner.main(["--config", str(config), "--only", "ft-typo*"])
     assert exit_info.value.code == 2 and "--only: no run id matches ['ft-typo*']" in capsys.readouterr().err
     assert not (tmp_path / "fake").exists()
+
+
+def test_a_named_part_runs_its_patterns_and_the_dry_run_says_what_each_part_has_left(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "fake.yaml"
+    study = fake_study(tmp_path)
+    parts = {"choice": ["ft-*-demo_choice-*"], "sentiment": ["ft-*-demo_sentiment-*"]}
+    config.write_text(yaml.safe_dump({"name": study.name, "output": study.output, "targets": study.targets,
+                                      "seeds": study.seeds, "upstream": study.upstream, "arms": study.arms,
+                                      "parts": parts}))
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--config", str(config), "--part", "chioce"])
+    assert exit_info.value.code == 2 and "--part: ['chioce'] not among the parts" in capsys.readouterr().err
+    assert not (tmp_path / "fake").exists()
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    assert runner.main(["--config", str(config), "--part", "choice", "--jobs", "2"]) == 0
+    assert sorted(calls) == ["ft-baseline-demo_choice-f1-s0", "ft-baseline-demo_choice-f1-s1",
+                             "ft-muppet-demo_choice-f1-s0", "ft-muppet-demo_choice-f1-s1", "up-mix"]
+    capsys.readouterr()
+    runner.main(["--config", str(config), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "part choice: 5 runs, 5 done, about 0.0 min left at --jobs 1 (ft-*-demo_choice-*)" in out
+    assert "part sentiment: 5 runs, 1 done, about 0.1 min left at --jobs 1" in out  # 4 runs of 1 s each
+    assert "in no part" not in out
 
 
 @pytest.mark.slow  # sweeps of runner processes
