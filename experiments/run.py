@@ -154,6 +154,11 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     results = Results(folder / "results.csv")
     exports = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
                if r.stage == "upstream" and results.done(r.run_id)}
+    for name, path in exports.items():
+        if not path.is_dir():
+            log(f"{name}: finished earlier, but its export {path} is gone: pre-finetuned again (same seed) if a "
+                f"selected run needs it, and its row replaced; keep the run folders of pre-finetuning runs between "
+                f"sittings")
     exports = {name: path for name, path in exports.items() if path.is_dir()}  # a deleted export is redone
     todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.run_id not in exports)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None

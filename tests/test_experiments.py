@@ -287,6 +287,20 @@ def test_a_named_part_runs_its_patterns_and_the_dry_run_says_what_each_part_has_
     assert "in no part" not in out
 
 
+def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp_path, monkeypatch):
+    study = fake_study(tmp_path)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    runner.sweep(study, jobs=2, only=["ft-muppet-demo_choice-f1-s0"], log=lambda *_: None)
+    assert calls == ["up-mix", "ft-muppet-demo_choice-f1-s0"]
+    (tmp_path / "fake" / "runs" / "up-mix" / "export").rmdir()  # e.g. a new checkout with the CSV copied over
+    calls.clear()
+    lines: list[str] = []
+    runner.sweep(study, jobs=2, only=["ft-muppet-demo_choice-f1-s1"], log=lines.append)
+    assert calls == ["up-mix", "ft-muppet-demo_choice-f1-s1"]
+    assert any(line.startswith("up-mix: finished earlier, but its export") and "is gone" in line for line in lines)
+
+
 @pytest.mark.slow  # sweeps of runner processes
 def test_a_study_in_parts_runs_only_the_selected_runs_and_resumes_with_the_rest(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
