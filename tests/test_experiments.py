@@ -287,6 +287,7 @@ def test_a_named_part_runs_its_patterns_and_the_dry_run_says_what_each_part_has_
     assert "in no part" not in out
 
 
+@pytest.mark.slow  # sweeps of runner processes
 def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
     calls: list[str] = []
