@@ -154,12 +154,11 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     results = Results(folder / "results.csv")
     exports = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
                if r.stage == "upstream" and results.done(r.run_id)}
-    for name, path in exports.items():
-        if not path.is_dir():
-            log(f"{name}: finished earlier, but its export {path} is gone: pre-finetuned again (same seed) if a "
-                f"selected run needs it, and its row replaced; keep the run folders of pre-finetuning runs between "
-                f"sittings")
-    exports = {name: path for name, path in exports.items() if path.is_dir()}  # a deleted export is redone
+    for name, path in list(exports.items()):
+        if not path.is_dir():  # a deleted export is redone
+            del exports[name]
+            log(f"{name}: finished earlier, but its export {path} is gone: pre-finetuned again (same seed) and its "
+                f"row replaced; keep the run folders of pre-finetuning runs between sittings")
     todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.run_id not in exports)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     log(f"{study.name}: {len(runs)} runs{' selected by --only' if only else ''}, {len(runs) - len(todo)} done "
@@ -251,8 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--part: {unknown} not among the parts of {args.config}: {list(study.parts) or 'none'}")
     only = [p for name in args.part or [] for p in study.parts[name]] + (args.only or []) or None
+    runs = plan(study, data_args(study))
     try:
-        select(plan(study, data_args(study)), only)
+        for name, patterns in study.parts.items():  # every part, so that --dry-run can count them
+            try:
+                select(runs, patterns)
+            except ValueError as error:
+                raise ValueError(f"{args.config}: part '{name}': {str(error).removeprefix('--only: ')}") from None
+        select(runs, only)
     except ValueError as error:
         parser.error(str(error))
     if not args.report_only:

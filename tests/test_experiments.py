@@ -285,6 +285,11 @@ def test_a_named_part_runs_its_patterns_and_the_dry_run_says_what_each_part_has_
     assert "part choice: 5 runs, 5 done, about 0.0 min left at --jobs 1 (ft-*-demo_choice-*)" in out
     assert "part sentiment: 5 runs, 1 done, about 0.1 min left at --jobs 1" in out  # 4 runs of 1 s each
     assert "in no part" not in out
+    config.write_text(config.read_text().replace("ft-*-demo_sentiment-*", "ft-*-demo_sentimnet-*"))
+    with pytest.raises(SystemExit) as exit_info:  # a typo in any part, even one not asked for, before anything runs
+        runner.main(["--config", str(config), "--part", "choice"])
+    assert exit_info.value.code == 2
+    assert "part 'sentiment': no run id matches ['ft-*-demo_sentimnet-*']" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # sweeps of runner processes
