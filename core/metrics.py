@@ -15,6 +15,9 @@ from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, Multicl
 from torchmetrics.text import SQuAD
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+# SquadScore's metric names -> the key of torchmetrics' SQuAD result
+SQUAD_KEYS = {"exact_match": "exact_match", "squad_f1": "f1", "answerable_exact_match": "exact_match",
+              "answerable_f1": "f1"}
 
 
 class TaskMetrics(nn.Module):
@@ -107,16 +110,22 @@ class Rouge(SumMetric):
 
 class SquadScore(Metric):
     """`exact_match` or `squad_f1` in [0, 1]: torchmetrics' `SQuAD` (the official v1.1 script's normalisation), with
-    no gold answer meaning the answer is "" (the official v2 script's rule)."""
+    no gold answer meaning the answer is "" (the official v2 script's rule). `answerable_exact_match` and
+    `answerable_f1` score only the questions that have a gold answer (the v2 script's `HasAns_exact` / `HasAns_f1`):
+    how well the answers are found, apart from how often the model abstains (NaN on a set with no answerable
+    question)."""
 
     full_state_update = False
 
     def __init__(self, key: str) -> None:
         super().__init__()
-        self.key = {"exact_match": "exact_match", "squad_f1": "f1"}[key]
+        self.key = SQUAD_KEYS[key]
+        self.answerable_only = key.startswith("answerable_")
         self.squad = SQuAD()
 
     def update(self, predictions: list[str], golds: list[list[str]]) -> None:
+        if self.answerable_only:
+            predictions, golds = [p for p, g in zip(predictions, golds) if g], [g for g in golds if g]
         ids = [str(i) for i in range(len(predictions))]
         self.squad.update([{"prediction_text": p, "id": i} for p, i in zip(predictions, ids)],
                           [{"answers": {"text": list(g) or [""], "answer_start": [0] * max(1, len(g))}, "id": i}

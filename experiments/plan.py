@@ -44,7 +44,10 @@ class Study:
     # arm -> the arm it varies (an ablation against the default it changes one thing of, e.g. homogeneous: all): the
     # report pairs them by fine-tuning and upstream seed, so the difference is the varied thing's alone
     compare: dict[str, str] = field(default_factory=dict)
-    metric: str = "final"  # `final`: the last validation of the target's primary metric; `best`: its maximum
+    metric: str = "final"  # `final`: the last validation of the target's metric; `best`: its maximum
+    # target -> the metric its runs are judged by, one of its catalogue `metrics` (default: the first, its primary);
+    # a row recorded with another metric is run again
+    target_metrics: dict[str, str] = field(default_factory=dict)
     plot: str | None = None  # fraction | tasks | bars; default from the study's shape
     # false: fine-tuning runs keep no checkpoint (their export and final.ckpt are deleted), pre-finetuning runs keep
     # their best checkpoint (the export's weights) but no last.ckpt (an interrupted run starts again from scratch)
@@ -90,6 +93,9 @@ class Study:
             raise ValueError(f"{where}: plot must be one of {PLOTS}, got {self.plot!r}")
         if not self.targets or not self.arms:
             raise ValueError(f"{where}: a study needs targets and arms")
+        stray = sorted(set(self.target_metrics) - set(self.targets))
+        if stray:
+            raise ValueError(f"{where}: target_metrics names {stray}, which are not among the targets {self.targets}")
         for name, arm in self.arms.items():
             unknown = sorted(set(arm) - ARM_KEYS)
             if unknown:

@@ -141,8 +141,12 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
              planned: list[str] | None = None, upstream_tasks: list[dict] | None = None) -> str:
     data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
     lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
-             (f"Metric: each target's primary validation metric, {study.metric} validation of the fine-tuning run; "
-              f"mean and standard deviation (ddof 1) over seeds."), ""]
+             (f"Metric: each target's validation metric (the tables' `metric` column: its primary metric unless the "
+              f"study names another), {study.metric} validation of the fine-tuning run; mean and standard deviation "
+              f"(ddof 1) over seeds."), ""]
+    stale = {t: m for t, m in study.target_metrics.items() if metric.get(t, m) != m}
+    lines += [f"**{t}** is now judged by {m}; its rows were recorded with {metric[t]} and run again on the next "
+              "sweep." for t, m in stale.items()] + ([""] if stale else [])
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")

@@ -22,8 +22,10 @@ class Results:
             with path.open(newline="") as f:
                 self.rows = {row["run_id"]: row for row in csv.DictReader(f)}
 
-    def done(self, run_id: str) -> bool:
-        return self.rows.get(run_id, {}).get("status") == "ok"
+    def done(self, run_id: str, metric: str | None = None) -> bool:
+        """Finished ok (and, given a metric, recorded with that metric)."""
+        row = self.rows.get(run_id, {})
+        return row.get("status") == "ok" and (metric is None or row.get("metric") == metric)
 
     def record(self, row: dict) -> None:
         self.rows[row["run_id"]] = {k: "" if row.get(k) is None else str(row[k]) for k in FIELDS}

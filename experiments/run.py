@@ -31,9 +31,23 @@ from experiments.processes import Process
 from experiments.results import Results, latest_step, log_dir_of, parse, read_metric
 
 
-def primary_metrics(targets: list[str]) -> dict[str, str]:
+def target_metrics(study: Study) -> dict[str, str]:
+    """target -> the metric its runs are judged by: the study's `target_metrics`, else the target's primary metric
+    (the first of its catalogue `metrics`)."""
     tasks = Catalogue.load().tasks
-    return {t: tasks[t].metrics[0] for t in targets}
+    unknown = sorted(set(study.targets) - set(tasks))
+    if unknown:
+        raise ValueError(f"target(s) {unknown} are not in the catalogue")
+    for target, metric in study.target_metrics.items():
+        if metric not in tasks[target].metrics:
+            raise ValueError(f"target_metrics: '{metric}' is not a metric of target '{target}' (its catalogue "
+                             f"metrics: {tasks[target].metrics})")
+    return {t: study.target_metrics.get(t, tasks[t].metrics[0]) for t in study.targets}
+
+
+def metric_of(run: Run, metrics: dict[str, str]) -> str:
+    """The metric a run's row records: `score` (val/score) for pre-finetuning, the target's metric for fine-tuning."""
+    return "score" if run.stage == "upstream" else metrics[run.target]
 
 
 class Job(Process):
@@ -120,14 +134,15 @@ def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
     return [r for r in runs if r.run_id in chosen]
 
 
-def parts_done(study: Study, runs: list[Run], results: Results, jobs: int = 1) -> list[str]:
+def parts_done(study: Study, runs: list[Run], results: Results, metrics: dict[str, str], jobs: int = 1) -> list[str]:
     """One line per part of the study (`parts`): its runs (with the upstream runs they start from), how many of
-    them have finished and the time left (`eta`, `jobs` at a time), then the runs that no part selects."""
+    them have finished (with the metric `metrics` asks for) and the time left (`eta`, `jobs` at a time), then the
+    runs that no part selects."""
     lines, covered = [], set()
     for name, patterns in study.parts.items():
         chosen = select(runs, patterns)
         covered |= {r.run_id for r in chosen}
-        todo = [r for r in chosen if not results.done(r.run_id)]
+        todo = [r for r in chosen if not results.done(r.run_id, metric_of(r, metrics))]
         lines.append(f"part {name}: {len(chosen)} runs, {len(chosen) - len(todo)} done, about "
                      f"{eta(results, todo, jobs)} left at --jobs {jobs} ({' '.join(patterns)})")
     rest = [r for r in runs if r.run_id not in covered]
@@ -143,14 +158,14 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     its upstream failed. Every `status_every` seconds it logs where each running run is (`progress`)."""
     folder = (Path(study.output) / study.name).resolve()  # the runs start in the repository root, not here
     runs = select(plan(study, data_args(study)), only)
+    metrics = target_metrics(study)
     folder.mkdir(parents=True, exist_ok=True)
     if dry_run:
         for run in runs:
             log(f"{run.run_id}: python train.py fit {shlex.join(run.args)}")
-        for line in parts_done(study, plan(study, data_args(study)), Results(folder / "results.csv"), jobs):
+        for line in parts_done(study, plan(study, data_args(study)), Results(folder / "results.csv"), metrics, jobs):
             log(line)
         return folder
-    metrics = primary_metrics(study.targets)
     results = Results(folder / "results.csv")
     exports = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
                if r.stage == "upstream" and results.done(r.run_id)}
@@ -159,7 +174,12 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
             del exports[name]
             log(f"{name}: finished earlier, but its export {path} is gone: pre-finetuned again (same seed) and its "
                 f"row replaced; keep the run folders of pre-finetuning runs between sittings")
-    todo = [r for r in runs if not results.done(r.run_id) or (r.stage == "upstream" and r.run_id not in exports)]
+    for run in runs:
+        if results.done(run.run_id) and not results.done(run.run_id, metric_of(run, metrics)):
+            log(f"{run.run_id}: finished earlier, judged by {results.rows[run.run_id]['metric']}; the study now reads "
+                f"{metric_of(run, metrics)}: run again and its row replaced")
+    todo = [r for r in runs if not results.done(r.run_id, metric_of(r, metrics))
+            or (r.stage == "upstream" and r.run_id not in exports)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     log(f"{study.name}: {len(runs)} runs{' selected by --only' if only else ''}, {len(runs) - len(todo)} done "
         f"earlier, {len(todo)} to do "
@@ -181,7 +201,7 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                     continue
                 if run.upstream:
                     args.append(f"--model.init_from={exports[run.upstream]}")
-                tag = "val/score" if run.stage == "upstream" else f"val/{run.target}/{metrics[run.target]}"
+                tag = "val/score" if run.stage == "upstream" else f"val/{run.target}/{metric_of(run, metrics)}"
                 active.append(Job(run, args, folder / "runs" / run.run_id, tag, study.metric, threads))
                 started += 1
                 log(f"[{len(todo) - len(pending)}/{len(todo)}] {run.run_id} started")
@@ -242,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print every run's train.py command and stop")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from the CSV")
     args = parser.parse_args(argv)
-    study = Study.load(args.config, data_root=args.data_root, output=args.output)
+    try:
+        study = Study.load(args.config, data_root=args.data_root, output=args.output)
+    except ValueError as error:
+        parser.error(str(error))
     given = argv if argv is not None else sys.argv[1:]
     command = "python -m experiments.run " + shlex.join([a for a in given if a != "--report-only"])
     folder = Path(study.output) / study.name
@@ -258,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as error:
                 raise ValueError(f"{args.config}: part '{name}': {str(error).removeprefix('--only: ')}") from None
         select(runs, only)
+        try:
+            target_metrics(study)
+        except ValueError as error:
+            raise ValueError(f"{args.config}: {error}") from None
     except ValueError as error:
         parser.error(str(error))
     if not args.report_only:

@@ -33,6 +33,7 @@ def test_every_shipped_study_plans_with_held_out_targets(config, tmp_path):
     assert all(t in tasks for t in study.targets)
     assert all(t in tasks for u in study.upstream.values() for t in u["tasks"])
     assert len({r.run_id for r in runs}) == len(runs)
+    assert set(runner.target_metrics(study)) == set(study.targets)  # each target's metric is one of its metrics
     finetune = [r for r in runs if r.stage == "finetune"]
     upstream_ids = {r.run_id for r in runs if r.stage == "upstream"}
     assert {r.seed for r in finetune} == set(study.seeds) and all(r.upstream in upstream_ids for r in finetune
@@ -290,6 +291,37 @@ def test_a_named_part_runs_its_patterns_and_the_dry_run_says_what_each_part_has_
         runner.main(["--config", str(config), "--part", "choice"])
     assert exit_info.value.code == 2
     assert "part 'sentiment': no run id matches ['ft-*-demo_sentimnet-*']" in capsys.readouterr().err
+
+
+def test_a_target_judged_by_another_metric_runs_again_and_a_wrong_metric_is_a_command_line_error(
+        tmp_path, monkeypatch, capsys):
+    config = tmp_path / "fake.yaml"
+    study = fake_study(tmp_path)
+    fields = {"name": study.name, "output": study.output, "targets": study.targets, "seeds": study.seeds,
+              "upstream": study.upstream, "arms": study.arms}
+    for wrong, message in (({"demo_sentiment": "rouge1"}, "'rouge1' is not a metric of target 'demo_sentiment'"),
+                           ({"demo_sentimnet": "f1"}, "target_metrics names ['demo_sentimnet'], which are not")):
+        config.write_text(yaml.safe_dump({**fields, "target_metrics": wrong}))
+        with pytest.raises(SystemExit) as exit_info:
+            runner.main(["--config", str(config)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "fake").exists()
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    config.write_text(yaml.safe_dump(fields))
+    only = ["--only", "ft-baseline-demo_sentiment-*"]
+    runner.main(["--config", str(config), *only])
+    config.write_text(yaml.safe_dump({**fields, "target_metrics": {"demo_sentiment": "f1"}}))
+    report = runner.write_report(Study.load(config), tmp_path / "fake", "cmd").read_text()
+    assert "**demo_sentiment** is now judged by f1; its rows were recorded with accuracy" in report
+    runner.main(["--config", str(config), *only])  # judged by f1 now: both run again
+    out = capsys.readouterr().out
+    assert calls == ["ft-baseline-demo_sentiment-f1-s0", "ft-baseline-demo_sentiment-f1-s1"] * 2
+    assert "ft-baseline-demo_sentiment-f1-s0: finished earlier, judged by accuracy; the study now reads f1" in out
+    rows = Results(tmp_path / "fake" / "results.csv").rows
+    assert {rows[r]["metric"] for r in calls} == {"f1"}
+    runner.main(["--config", str(config), *only])  # done with f1: nothing to redo
+    assert len(calls) == 4
 
 
 @pytest.mark.slow  # sweeps of runner processes

@@ -34,6 +34,20 @@ def test_squad_scores_normalise_and_handle_no_answer():
     assert squad("", []) == (1.0, 1.0) and squad("paris", []) == (0.0, 0.0)
 
 
+def test_answerable_squad_scores_leave_out_the_unanswerable_questions():
+    predictions, golds = ["eiffel tower", "", "paris", "", ""], [["Eiffel Tower"], [], [], ["the Louvre"], []]
+    scores = {}
+    for name in ("exact_match", "answerable_exact_match", "answerable_f1"):
+        metric = SquadScore(name)
+        metric.update(predictions, golds)
+        scores[name] = float(metric.compute())
+    # all five: right, right abstention, wrong answer, wrong abstention, right abstention; answerable: two of them
+    assert scores == pytest.approx({"exact_match": 0.6, "answerable_exact_match": 0.5, "answerable_f1": 0.5})
+    abstaining = SquadScore("answerable_f1")
+    abstaining.update(["", ""], [[], ["x"]])  # abstaining everywhere scores nothing on the answerable ones
+    assert float(abstaining.compute()) == 0.0
+
+
 def test_squad_score_merges_exactly_across_ranks():
     pairs = [("Denver Broncos", ["Denver Broncos", "the Broncos"]), ("a cat", ["the dog"]), ("", []), ("x y", ["y"])]
     whole, rank0, rank1 = SquadScore("squad_f1"), SquadScore("squad_f1"), SquadScore("squad_f1")

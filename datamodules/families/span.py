@@ -87,7 +87,7 @@ class Span(DataFamily):
     Fields = SpanFields
     field_types = {"answers": COLUMN, "allow_no_answer": BOOL, "locate_answers": BOOL}
     input_counts = (2,)
-    metrics = ("exact_match", "squad_f1")
+    metrics = ("exact_match", "squad_f1", "answerable_exact_match", "answerable_f1")  # core.metrics.SQUAD_KEYS
     batch_keys = (BatchKey("start_positions", "start_positions", "row_long"),
                   BatchKey("end_positions", "end_positions", "row_long"),
                   BatchKey("offsets", "offsets", "list"), BatchKey("context", "contexts", "list"),
