@@ -149,6 +149,14 @@ def fake_jobs(calls: list[str], crash_at: int | None = None, fail: frozenset = f
     return FakeJob
 
 
+@pytest.fixture
+def fake_sweep(tmp_path, monkeypatch) -> tuple[Study, list[str]]:
+    """The fake study with fake jobs (`fake_jobs`): the study and the run ids its sweeps start, in order."""
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    return fake_study(tmp_path), calls
+
+
 @pytest.mark.slow  # sweeps of runner processes
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
     study = fake_study(tmp_path)
@@ -325,10 +333,8 @@ def test_a_target_judged_by_another_metric_runs_again_and_a_wrong_metric_is_a_co
 
 
 @pytest.mark.slow  # sweeps of runner processes
-def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp_path, monkeypatch):
-    study = fake_study(tmp_path)
-    calls: list[str] = []
-    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp_path, fake_sweep):
+    study, calls = fake_sweep
     runner.sweep(study, jobs=2, only=["ft-muppet-demo_choice-f1-s0"], log=lambda *_: None)
     assert calls == ["up-mix", "ft-muppet-demo_choice-f1-s0"]
     (tmp_path / "fake" / "runs" / "up-mix" / "export").rmdir()  # e.g. a new checkout with the CSV copied over
@@ -340,10 +346,8 @@ def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp
 
 
 @pytest.mark.slow  # sweeps of runner processes
-def test_a_study_in_parts_runs_only_the_selected_runs_and_resumes_with_the_rest(tmp_path, monkeypatch):
-    study = fake_study(tmp_path)
-    calls: list[str] = []
-    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+def test_a_study_in_parts_runs_only_the_selected_runs_and_resumes_with_the_rest(tmp_path, fake_sweep):
+    study, calls = fake_sweep
     runner.sweep(study, jobs=2, only=["ft-*-s0"], log=lambda *_: None)
     assert sorted(calls) == sorted(["up-mix", "ft-baseline-demo_sentiment-f1-s0", "ft-muppet-demo_sentiment-f1-s0",
                                     "ft-baseline-demo_choice-f1-s0", "ft-muppet-demo_choice-f1-s0"])
