@@ -119,22 +119,43 @@ def ordered(study: Study, data: dict[Key, dict[int, float]]) -> list[Key]:
 
 def upstream_table(points: list[dict]) -> list[str]:
     """Markdown rows: each mix task's primary metric (the catalogue's first; else the first logged) at the end of
-    pre-finetuning, per upstream arm (columns): the mean over its seeds, ± the std with several."""
+    pre-finetuning, per upstream arm (columns): the mean over its seeds, ± the std with several; then per task
+    family, the mean of its tasks' primary metrics, per seed in brackets."""
     from datamodules.catalogue import Catalogue
     tasks = Catalogue.load().tasks
     arms = list(dict.fromkeys(u["arm"] for u in points))
     names = list(dict.fromkeys(u["task"] for u in points))
-    lines = ["| task | metric | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    primary = {}
     for task in names:
         logged = [u["metric"] for u in points if u["task"] == task]
-        primary = tasks[task].metrics[0] if task in tasks and tasks[task].metrics[0] in logged else logged[0]
+        primary[task] = tasks[task].metrics[0] if task in tasks and tasks[task].metrics[0] in logged else logged[0]
+    lines = ["| task | metric | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for task in names:
         cells = []
         for arm in arms:
-            values = [u["value"] for u in points if (u["arm"], u["task"], u["metric"]) == (arm, task, primary)]
-            mean, std = mean_std(values)
-            cells.append("" if not values else fmt(mean) + ("" if math.isnan(std) else f" ± {fmt(std)}"))
-        lines.append(f"| {task} | {primary} | " + " | ".join(cells) + " |")
+            values = [u["value"] for u in points if (u["arm"], u["task"], u["metric"]) == (arm, task, primary[task])]
+            cells.append(mean_cell(values))
+        lines.append(f"| {task} | {primary[task]} | " + " | ".join(cells) + " |")
+    families: dict[str, list[str]] = {}
+    for task in names:
+        families.setdefault(tasks[task].family if task in tasks else "other", []).append(task)
+    for family, members in families.items():
+        cells = []
+        for arm in arms:
+            seeds = sorted({u["seed"] for u in points if u["arm"] == arm and u["task"] in members})
+            per_seed = [float(np.mean([u["value"] for u in points if (u["arm"], u["seed"], u["metric"]) == (
+                arm, seed, primary[u["task"]]) and u["task"] in members])) for seed in seeds]
+            cells.append(mean_cell(per_seed) + (f" ({', '.join(fmt(v) for v in per_seed)})" if len(seeds) > 1
+                                                 else ""))
+        lines.append(f"| mean: {family} ({len(members)} task{'s' * (len(members) > 1)}) | primary | "
+                     + " | ".join(cells) + " |")
     return lines
+
+
+def mean_cell(values: list[float]) -> str:
+    """`mean` of the values, `mean ± std` with several; empty with none."""
+    mean, std = mean_std(values)
+    return "" if not values else fmt(mean) + ("" if math.isnan(std) else f" ± {fmt(std)}")
 
 
 def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
@@ -165,7 +186,8 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
                   for r in upstream] + [""]
     if upstream_tasks:
         lines += ["## Pre-finetuning: each task of the mix at its end", "",
-                  "Each task's primary validation metric after the last update (mean over upstream seeds ± std).", "",
+                  ("Each task's primary validation metric after the last update (mean over upstream seeds ± std), and "
+                   "per task family the mean of its tasks' (per upstream seed in brackets)."), "",
                   *upstream_table(upstream_tasks), ""]
     steps, upstream_seeds = reported_steps(rows), upstream_seed_counts(rows)
     lines += ["## Fine-tuning: every arm", "",

@@ -220,9 +220,9 @@ def test_fine_tuning_curves_are_read_from_tensorboard_drawn_and_redrawn_from_the
 def test_each_upstream_tasks_last_validation_is_tabled_per_arm_and_kept_in_a_csv(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
     rows = []
-    for arm, seed, values in [("all", 0, {"sst2/accuracy": 0.80, "conll2003/token_accuracy": 0.9,
+    for arm, seed, values in [("all", 0, {"sst2/accuracy": 0.80, "conll2003/token_accuracy": 0.9, "trec/accuracy": 0.6,
                                           "conll2003/entity_f1": 0.50, "hellaswag/accuracy": 0.30}),
-                              ("all", 1, {"sst2/accuracy": 0.84, "conll2003/token_accuracy": 0.9,
+                              ("all", 1, {"sst2/accuracy": 0.84, "conll2003/token_accuracy": 0.9, "trec/accuracy": 0.64,
                                           "conll2003/entity_f1": 0.60, "hellaswag/accuracy": 0.32}),
                               ("qnli_only", 0, {"qnli/accuracy": 0.70})]:
         log_dir = tmp_path / "runs" / f"{arm}{seed}"
@@ -240,6 +240,9 @@ def test_each_upstream_tasks_last_validation_is_tabled_per_arm_and_kept_in_a_csv
     assert "| sst2 | accuracy | 0.820 ± 0.028 |  |" in text
     assert "| conll2003 | entity_f1 | 0.550 ± 0.071 |  |" in text  # the catalogue's primary metric
     assert "| hellaswag | accuracy | 0.310 ± 0.014 |  |" in text and "| qnli | accuracy |  | 0.700 |" in text
+    # per family, the mean of its tasks' primary metrics per seed (sst2 and trec: 0.70 and 0.74), then over seeds
+    assert "| mean: classification (3 tasks) | primary | 0.720 ± 0.028 (0.700, 0.740) | 0.700 |" in text
+    assert "| mean: token_classification (1 task) | primary | 0.550 ± 0.071 (0.500, 0.600) |  |" in text
     # from the CSV alone, the runs' folders gone
     copy = tmp_path / "copy"
     copy.mkdir()
