@@ -159,15 +159,19 @@ def mean_cell(values: list[float]) -> str:
 
 
 def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
-             planned: list[str] | None = None, upstream_tasks: list[dict] | None = None) -> str:
+             planned: list[str] | None = None, upstream_tasks: list[dict] | None = None,
+             stale: list[dict] | None = None) -> str:
     data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
     lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
              (f"Metric: each target's validation metric (the tables' `metric` column: its primary metric unless the "
               f"study names another), {study.metric} validation of the fine-tuning run; mean and standard deviation "
               f"(ddof 1) over seeds."), ""]
-    stale = {t: m for t, m in study.target_metrics.items() if metric.get(t, m) != m}
-    lines += [f"**{t}** is now judged by {m}; its rows were recorded with {metric[t]} and run again on the next "
-              "sweep." for t, m in stale.items()] + ([""] if stale else [])
+    judged = study.judged_by() if stale else {}
+    for target in dict.fromkeys(r["target"] for r in stale or []):
+        left_out = [r for r in stale if r["target"] == target]
+        lines += [(f"**{target}** is judged by {judged[target]}: {len(left_out)} of its runs, recorded with "
+                   f"{', '.join(sorted({r['metric'] for r in left_out}))}, are left out until the runner runs them "
+                   f"again: {', '.join(r['run_id'] for r in left_out)}."), ""]
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
@@ -351,6 +355,11 @@ def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: li
     pre-finetuning run's last validation of every task of its mix) and TensorBoard (figures, per-arm means, the
     report as text) under the sweep folder."""
     import matplotlib.pyplot as plt
+    judged = study.judged_by()  # rows recorded with another metric than the study now reads are left out
+
+    def is_stale(row: dict) -> bool:
+        return row["stage"] == "finetune" and row["metric"] != judged.get(row["target"], row["metric"])
+    stale, rows = [r for r in rows if is_stale(r)], [r for r in rows if not is_stale(r)]
     sweep.mkdir(parents=True, exist_ok=True)
     figures, tb_figures = [], {}
     if groups(rows):
@@ -367,7 +376,7 @@ def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: li
         figures.append(path)
         tb_figures["curves"] = fig
     upstream_tasks = collect_upstream(rows, sweep / "upstream.csv")
-    text = markdown(study, rows, figures, command, planned, upstream_tasks)
+    text = markdown(study, rows, figures, command, planned, upstream_tasks, stale)
     (sweep / "report.md").write_text(text)
     board = sweep / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # rewritten whole: a resumed sweep does not duplicate points

@@ -32,17 +32,11 @@ from experiments.results import Results, latest_step, log_dir_of, parse, read_me
 
 
 def target_metrics(study: Study) -> dict[str, str]:
-    """target -> the metric its runs are judged by: the study's `target_metrics`, else the target's primary metric
-    (the first of its catalogue `metrics`)."""
-    tasks = Catalogue.load().tasks
-    unknown = sorted(set(study.targets) - set(tasks))
+    """target -> the metric its runs are judged by (`Study.judged_by`); every target must be in the catalogue."""
+    unknown = sorted(set(study.targets) - set(Catalogue.load().tasks))
     if unknown:
         raise ValueError(f"target(s) {unknown} are not in the catalogue")
-    for target, metric in study.target_metrics.items():
-        if metric not in tasks[target].metrics:
-            raise ValueError(f"target_metrics: '{metric}' is not a metric of target '{target}' (its catalogue "
-                             f"metrics: {tasks[target].metrics})")
-    return {t: study.target_metrics.get(t, tasks[t].metrics[0]) for t in study.targets}
+    return study.judged_by()
 
 
 def metric_of(run: Run, metrics: dict[str, str]) -> str:

@@ -324,7 +324,9 @@ def test_a_target_judged_by_another_metric_runs_again_and_a_wrong_metric_is_a_co
     runner.main(["--config", str(config), *only])
     config.write_text(yaml.safe_dump({**fields, "target_metrics": {"demo_sentiment": "f1"}}))
     report = runner.write_report(Study.load(config), tmp_path / "fake", "cmd").read_text()
-    assert "**demo_sentiment** is now judged by f1; its rows were recorded with accuracy" in report
+    assert ("**demo_sentiment** is judged by f1: 2 of its runs, recorded with accuracy, are left out until the runner "
+            "runs them again") in report
+    assert "| demo_sentiment |" not in report  # no table row mixes the two metrics
     runner.main(["--config", str(config), *only])  # judged by f1 now: both run again
     out = capsys.readouterr().out
     assert calls == ["ft-baseline-demo_sentiment-f1-s0", "ft-baseline-demo_sentiment-f1-s1"] * 2
