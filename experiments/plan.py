@@ -123,11 +123,13 @@ class Study:
         if self.baseline is not None and self.baseline not in self.arms:
             raise ValueError(f"{where}: baseline arm '{self.baseline}' is not among the arms {list(self.arms)}")
 
-    def judged_by(self) -> dict[str, str]:
+    def judged_by(self, tasks: dict[str, Any] | None = None) -> dict[str, str]:
         """target -> the metric its runs are judged by: `target_metrics`, else the target's primary metric (the first
-        of its catalogue `metrics`); a target the catalogue lacks has only what `target_metrics` names."""
-        from datamodules.catalogue import Catalogue
-        tasks = Catalogue.load().tasks
+        of its catalogue `metrics`); a target the catalogue lacks has only what `target_metrics` names. tasks: the
+        catalogue's task specs by name, when the caller has loaded them already."""
+        if tasks is None:
+            from datamodules.catalogue import Catalogue
+            tasks = Catalogue.load().tasks
         for target, metric in self.target_metrics.items():
             if target in tasks and metric not in tasks[target].metrics:
                 raise ValueError(f"target_metrics: '{metric}' is not a metric of target '{target}' (its catalogue "

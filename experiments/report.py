@@ -160,13 +160,14 @@ def mean_cell(values: list[float]) -> str:
 
 def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
              planned: list[str] | None = None, upstream_tasks: list[dict] | None = None,
-             stale: list[dict] | None = None) -> str:
+             stale: list[dict] | None = None, judged: dict[str, str] | None = None) -> str:
+    """The report's text. stale: fine-tuning rows left out, recorded with another metric than `judged` (target ->
+    the metric the study reads) gives their target."""
     data, metric = groups(rows), {r["target"]: r["metric"] for r in rows if r["stage"] == "finetune"}
     lines = [f"# {study.name}", "", study.description, "", f"Command: `{command}`", "",
              (f"Metric: each target's validation metric (the tables' `metric` column: its primary metric unless the "
               f"study names another), {study.metric} validation of the fine-tuning run; mean and standard deviation "
               f"(ddof 1) over seeds."), ""]
-    judged = study.judged_by() if stale else {}
     for target in dict.fromkeys(r["target"] for r in stale or []):
         left_out = [r for r in stale if r["target"] == target]
         lines += [(f"**{target}** is judged by {judged[target]}: {len(left_out)} of its runs, recorded with "
@@ -376,7 +377,7 @@ def write(study: Study, rows: list[dict], sweep: Path, command: str, planned: li
         figures.append(path)
         tb_figures["curves"] = fig
     upstream_tasks = collect_upstream(rows, sweep / "upstream.csv")
-    text = markdown(study, rows, figures, command, planned, upstream_tasks, stale)
+    text = markdown(study, rows, figures, command, planned, upstream_tasks, stale, judged)
     (sweep / "report.md").write_text(text)
     board = sweep / "tensorboard"
     shutil.rmtree(board, ignore_errors=True)  # rewritten whole: a resumed sweep does not duplicate points

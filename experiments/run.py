@@ -33,10 +33,11 @@ from experiments.results import Results, latest_step, log_dir_of, parse, read_me
 
 def target_metrics(study: Study) -> dict[str, str]:
     """target -> the metric its runs are judged by (`Study.judged_by`); every target must be in the catalogue."""
-    unknown = sorted(set(study.targets) - set(Catalogue.load().tasks))
+    tasks = Catalogue.load().tasks
+    unknown = sorted(set(study.targets) - set(tasks))
     if unknown:
         raise ValueError(f"target(s) {unknown} are not in the catalogue")
-    return study.judged_by()
+    return study.judged_by(tasks)
 
 
 def metric_of(run: Run, metrics: dict[str, str]) -> str:
