@@ -129,6 +129,21 @@ def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
     return [r for r in runs if r.run_id in chosen]
 
 
+def exports_of(runs: list[Run], results: Results) -> dict[str, Path]:
+    """The export folder of each finished upstream run among `runs` whose export is still on disk."""
+    folders = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
+               if r.stage == "upstream" and results.done(r.run_id)}
+    return {name: path for name, path in folders.items() if path.is_dir()}
+
+
+def to_do(runs: list[Run], results: Results, metrics: dict[str, str], exports: dict[str, Path]) -> list[Run]:
+    """The runs still to run: those not finished with the metric the study reads (`metric_of`), and a finished
+    upstream run whose export is gone only if a fine-tuning run still to run starts from it."""
+    left = {r.run_id for r in runs if not results.done(r.run_id, metric_of(r, metrics))}
+    needed = {r.upstream for r in runs if r.run_id in left and r.upstream}
+    return [r for r in runs if r.run_id in left or (r.run_id in needed and r.run_id not in exports)]
+
+
 def parts_done(study: Study, runs: list[Run], results: Results, metrics: dict[str, str], jobs: int = 1) -> list[str]:
     """One line per part of the study (`parts`): its runs (with the upstream runs they start from), how many of
     them have finished (with the metric `metrics` asks for) and the time left (`eta`, `jobs` at a time), then the
@@ -137,7 +152,7 @@ def parts_done(study: Study, runs: list[Run], results: Results, metrics: dict[st
     for name, patterns in study.parts.items():
         chosen = select(runs, patterns)
         covered |= {r.run_id for r in chosen}
-        todo = [r for r in chosen if not results.done(r.run_id, metric_of(r, metrics))]
+        todo = to_do(chosen, results, metrics, exports_of(chosen, results))
         lines.append(f"part {name}: {len(chosen)} runs, {len(chosen) - len(todo)} done, about "
                      f"{eta(results, todo, jobs)} left at --jobs {jobs} ({' '.join(patterns)})")
     rest = [r for r in runs if r.run_id not in covered]
@@ -162,19 +177,16 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
             log(line)
         return folder
     results = Results(folder / "results.csv")
-    exports = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
-               if r.stage == "upstream" and results.done(r.run_id)}
-    for name, path in list(exports.items()):
-        if not path.is_dir():  # a deleted export is redone
-            del exports[name]
-            log(f"{name}: finished earlier, but its export {path} is gone: pre-finetuned again (same seed) and its "
-                f"row replaced; keep the run folders of pre-finetuning runs between sittings")
-    for run in runs:
-        if results.done(run.run_id) and not results.done(run.run_id, metric_of(run, metrics)):
+    exports = exports_of(runs, results)
+    todo = to_do(runs, results, metrics, exports)
+    for run in todo:
+        if run.stage == "upstream" and results.done(run.run_id):  # its export was deleted, and is needed
+            log(f"{run.run_id}: finished earlier, but its export "
+                f"{Path(results.rows[run.run_id]['log_dir']) / 'export'} is gone: pre-finetuned again (same seed) "
+                f"and its row replaced; keep the run folders of pre-finetuning runs between sittings")
+        elif results.done(run.run_id):
             log(f"{run.run_id}: finished earlier, judged by {results.rows[run.run_id]['metric']}; the study now reads "
                 f"{metric_of(run, metrics)}: run again and its row replaced")
-    todo = [r for r in runs if not results.done(r.run_id, metric_of(r, metrics))
-            or (r.stage == "upstream" and r.run_id not in exports)]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     log(f"{study.name}: {len(runs)} runs{' selected by --only' if only else ''}, {len(runs) - len(todo)} done "
         f"earlier, {len(todo)} to do "

@@ -338,7 +338,7 @@ def test_a_target_judged_by_another_metric_runs_again_and_a_wrong_metric_is_a_co
 
 
 @pytest.mark.slow  # sweeps of runner processes
-def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp_path, fake_sweep):
+def test_an_upstream_run_whose_export_is_gone_is_redone_when_a_run_needs_it_and_the_log_says_why(tmp_path, fake_sweep):
     study, calls = fake_sweep
     runner.sweep(study, jobs=2, only=["ft-muppet-demo_choice-f1-s0"], log=lambda *_: None)
     assert calls == ["up-mix", "ft-muppet-demo_choice-f1-s0"]
@@ -348,6 +348,17 @@ def test_an_upstream_run_whose_export_is_gone_is_redone_and_the_log_says_why(tmp
     runner.sweep(study, jobs=2, only=["ft-muppet-demo_choice-f1-s1"], log=lines.append)
     assert calls == ["up-mix", "ft-muppet-demo_choice-f1-s1"]
     assert any(line.startswith("up-mix: finished earlier, but its export") and "is gone" in line for line in lines)
+    (tmp_path / "fake" / "runs" / "up-mix" / "export").rmdir()  # gone again, and only finished runs start from it
+    calls.clear()
+    lines.clear()
+    runner.sweep(study, jobs=2, only=["ft-muppet-demo_choice-*"], log=lines.append)
+    assert calls == [] and "3 runs selected by --only, 3 done earlier, 0 to do" in lines[0]
+    assert not any("is gone" in line for line in lines)
+    in_parts = dataclasses.replace(study, parts={"choice": ["ft-muppet-demo_choice-*"], "sentiment": ["*sentiment*"]})
+    results = Results(tmp_path / "fake" / "results.csv")
+    lines = runner.parts_done(in_parts, plan(study, []), results, runner.target_metrics(study))
+    assert lines[0].startswith("part choice: 3 runs, 3 done, about 0.0 min left")
+    assert lines[1].startswith("part sentiment: 5 runs, 0 done")  # up-mix counted: its sentiment runs need it again
 
 
 @pytest.mark.slow  # sweeps of runner processes
