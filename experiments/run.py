@@ -129,9 +129,14 @@ def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
     return [r for r in runs if r.run_id in chosen]
 
 
+def export_dir(row: dict) -> Path:
+    """Where a pre-finetuning run's CSV row says its export is (it may have been deleted since)."""
+    return Path(row["log_dir"]) / "export"
+
+
 def exports_of(runs: list[Run], results: Results) -> dict[str, Path]:
     """The export folder of each finished upstream run among `runs` whose export is still on disk."""
-    folders = {r.run_id: Path(results.rows[r.run_id]["log_dir"]) / "export" for r in runs
+    folders = {r.run_id: export_dir(results.rows[r.run_id]) for r in runs
                if r.stage == "upstream" and results.done(r.run_id)}
     return {name: path for name, path in folders.items() if path.is_dir()}
 
@@ -181,9 +186,9 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
     todo = to_do(runs, results, metrics, exports)
     for run in todo:
         if run.stage == "upstream" and results.done(run.run_id):  # its export was deleted, and is needed
-            log(f"{run.run_id}: finished earlier, but its export "
-                f"{Path(results.rows[run.run_id]['log_dir']) / 'export'} is gone: pre-finetuned again (same seed) "
-                f"and its row replaced; keep the run folders of pre-finetuning runs between sittings")
+            log(f"{run.run_id}: finished earlier, but its export {export_dir(results.rows[run.run_id])} is gone: "
+                f"pre-finetuned again (same seed) and its row replaced; keep the run folders of pre-finetuning runs "
+                f"between sittings")
         elif results.done(run.run_id):
             log(f"{run.run_id}: finished earlier, judged by {results.rows[run.run_id]['metric']}; the study now reads "
                 f"{metric_of(run, metrics)}: run again and its row replaced")
@@ -229,7 +234,7 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                 row = job.row(log)
                 finished += 1
                 if job.run.stage == "upstream" and row["status"] == "ok":
-                    exports[job.run.run_id] = Path(row["log_dir"]) / "export"
+                    exports[job.run.run_id] = export_dir(row)
                 elif job.run.stage == "finetune" and not study.keep_checkpoints:  # the export and final.ckpt
                     for kept in ("export", "checkpoints"):
                         shutil.rmtree(Path(row["log_dir"]) / kept, ignore_errors=True)
