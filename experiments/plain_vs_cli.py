@@ -8,6 +8,7 @@ each recipe of `--cli-recipes` (RECIPES: the default, or the plain fine-tuner's 
     python -m experiments.plain_vs_cli --data-root DATA --jobs 2 [--seeds 0 1 2] [--arms ...]
         [--cli-finetune ARM ...] [--cli-recipes RECIPE ...]
     python -m experiments.plain_vs_cli --report-only --out docs/results/plain_vs_cli   # the committed CSVs
+    python -m experiments.plain_vs_cli --report-only --out NEW_RUNS --merge-into docs/results/plain_vs_cli
 
 Resumable: a run whose result.json exists is not run again. Writes <out>/results.csv (one row per run), the
 fine-tuning curves <out>/curves.csv and prints the paired table.
@@ -276,7 +277,36 @@ def report(out: Path, plot: Path | None = None) -> None:
         plot_curves(curves, plot)
 
 
-def read(path: Path) -> list[dict]:
+RESULT_KEY = ("stage", "arm", "seed", "task", "metric")
+
+
+def merge(new: Path, into: Path, plot: Path | None = None) -> None:
+    """Add the rows of `new`'s CSVs (written by `report(new)`) to those of `into` (a committed copy, say): a new
+    result row replaces the one with the same stage, arm, seed, task and metric; a new curve replaces the whole curve
+    of its arm and seed (a re-run's validations need not fall on the same steps). Then the tables of the merged
+    rows, and their curves as a plot."""
+    into.mkdir(parents=True, exist_ok=True)
+    rows, curves = read(into / "results.csv", missing_ok=True), read(into / "curves.csv", missing_ok=True)
+    new_rows, new_curves = read(new / "results.csv"), read(new / "curves.csv", missing_ok=True)
+    replaced = {tuple(r[k] for k in RESULT_KEY) for r in new_rows}
+    rows = [r for r in rows if tuple(r[k] for k in RESULT_KEY) not in replaced] + new_rows
+    rerun = {(c["arm"], c["seed"]) for c in new_curves}
+    curves = [c for c in curves if (c["arm"], c["seed"]) not in rerun] + new_curves
+    write(into / "results.csv", rows)
+    write(into / "curves.csv", curves)
+    print(f"\nmerged {len(new_rows)} result rows and {len(rerun)} curves from {new} into {into}: "
+          f"{len(rows)} result rows, {len({(c['arm'], c['seed']) for c in curves})} curves")
+    print_tables(rows)
+    if plot:
+        plot_curves(curves, plot)
+
+
+def read(path: Path, missing_ok: bool = False) -> list[dict]:
+    if not path.exists():
+        if missing_ok:  # a folder of upstream runs only has no curves; a first merge has no target yet
+            return []
+        raise SystemExit(f"{path} does not exist: --out needs run folders (<stage>-<arm>-s<seed>/result.json) or "
+                         "the CSVs a report wrote")
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
@@ -376,12 +406,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="tables (and --plot) from the run folders under --out, or from its CSVs")
     parser.add_argument("--plot", type=Path, default=None, help="write the fine-tuning curves to this PNG")
+    parser.add_argument("--merge-into", type=Path, default=None,
+                        help="then add --out's rows to this folder's CSVs (a new row replaces the same arm, seed, "
+                             "task and metric; a new curve the same arm and seed) and report the merged rows")
     args = parser.parse_args(argv)
     if not args.report_only:
         if not args.data_root:
             parser.error("--data-root is needed to run (it holds the local copies of the tasks)")
         run(args)
-    report(Path(args.out), args.plot)
+    report(Path(args.out), None if args.merge_into else args.plot)
+    if args.merge_into:
+        merge(Path(args.out), args.merge_into, args.plot)
 
 
 if __name__ == "__main__":

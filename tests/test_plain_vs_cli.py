@@ -70,3 +70,43 @@ def test_a_cli_fine_tuning_runs_curve_and_result_come_from_its_tensorboard_scala
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["updates"] == 687
     assert (result["final"], result["best"]) == (pytest.approx(0.74), pytest.approx(0.75))
+
+
+def test_merge_into_a_committed_copy_replaces_rerun_rows_and_curves_and_keeps_the_rest(tmp_path, capsys):
+    """`--report-only --out NEW --merge-into COMMITTED`: NEW's runs replace the committed rows of the same arm, seed,
+    task and metric and the whole curve of that arm and seed; every other committed row and curve stays."""
+    from experiments.plain_vs_cli import main
+    committed, new = tmp_path / "committed", tmp_path / "new"
+    for arm, seed, best in [("cli", "0", 0.70), ("cli", "1", 0.71), ("baseline", "0", 0.60)]:
+        folder = committed / f"ft-{arm}-s{seed}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"best": best, "final": best, "updates": 116}))
+        (folder / "curve.csv").write_text(f"step,epoch,train_loss,accuracy\n58,0.5,,{best - 0.1}\n116,1.0,,{best}\n")
+    report(committed)
+    for folder in committed.glob("ft-*"):  # a committed copy is CSVs only
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    folder = new / "ft-cli-s1"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"best": 0.80, "final": 0.79, "updates": 87}))
+    (folder / "curve.csv").write_text("step,epoch,train_loss,accuracy\n87,0.75,,0.80\n")
+    capsys.readouterr()
+    main(["--report-only", "--out", str(new), "--merge-into", str(committed), "--plot", str(tmp_path / "c.png")])
+    printed = capsys.readouterr().out
+    assert "merged 2 result rows and 1 curves" in printed
+    assert "| cli | 0.700, 0.800 | 0.750 ± 0.071 | +0.100 ± 0.000 (1/1 better) |" in printed
+    with (committed / "results.csv").open() as f:
+        rows = {(r["arm"], r["seed"], r["metric"]): float(r["value"]) for r in csv.DictReader(f)}
+    assert rows == {("cli", "0", "best"): 0.70, ("cli", "0", "final"): 0.70, ("baseline", "0", "best"): 0.60,
+                    ("baseline", "0", "final"): 0.60, ("cli", "1", "best"): 0.80, ("cli", "1", "final"): 0.79}
+    with (committed / "curves.csv").open() as f:
+        curves = [(c["arm"], c["seed"], c["step"]) for c in csv.DictReader(f)]
+    assert sorted(c for c in curves if c[:2] == ("cli", "1")) == [("cli", "1", "87")]  # the old curve is gone
+    assert len(curves) == 5 and (tmp_path / "c.png").stat().st_size > 0
+    assert {"ft-cli-s1"} == {p.name for p in new.iterdir() if p.is_dir()}  # NEW's run folders are left as they were
+
+
+def test_report_of_a_folder_with_neither_runs_nor_csvs_names_what_it_needs(tmp_path):
+    with pytest.raises(SystemExit, match="needs run folders"):
+        report(tmp_path)
