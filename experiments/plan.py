@@ -158,6 +158,7 @@ class Run:
     upstream: str | None = None  # fine-tune from this upstream run's export
     x: float | None = None  # the arm's value on a numeric axis (number of pre-finetuning tasks)
     upstream_seed: int | None = None  # the seed of the upstream run it starts from (fine-tuning from an upstream)
+    same_as: str | None = None  # an earlier run with the same train.py arguments and upstream: not run twice
 
 
 def fmt_fraction(fraction: float) -> str:
@@ -205,7 +206,24 @@ def plan(study: Study, extra_args: list[str]) -> list[Run]:
                         suffix = f"-u{up_seed}" if study.upstream_seeds else ""
                         runs.append(Run(run_id + suffix, "finetune", arm_name, target, fraction, seed, tuple(args),
                                         upstream_id(study, upstream, up_seed), arm.get("x"), up_seed))
-    return runs
+    return mark_repeats(runs)
+
+
+def mark_repeats(runs: list[Run]) -> list[Run]:
+    """A fine-tuning run with the same train.py arguments and the same upstream run as an earlier one (two arms that
+    start from one upstream mix on one target, e.g. the task-count curve's 1-task mix and the best intermediate task
+    when that task is the first of the mix) would repeat it: it names that run in `same_as`, and the runner records
+    that run's result under both ids instead of running it again."""
+    first: dict[tuple, str] = {}
+    out = []
+    for run in runs:
+        key = (run.args, run.upstream)
+        if run.stage == "finetune" and key in first:
+            run = dataclasses.replace(run, same_as=first[key])
+        elif run.stage == "finetune":
+            first[key] = run.run_id
+        out.append(run)
+    return out
 
 
 def upstream_id(study: Study, name: str, seed: int) -> str:

@@ -174,8 +174,11 @@ def markdown(study: Study, rows: list[dict], figures: list[Path], command: str,
                    f"{', '.join(sorted({r['metric'] for r in left_out}))}, are left out until the runner runs them "
                    f"again: {', '.join(r['run_id'] for r in left_out)}."), ""]
     failed = [r for r in rows if r["status"] != "ok"]
+    repeats = [r for r in rows if r["status"] == "ok" and r.get("same_as")]
     lines += [f"Runs: {len(rows) - len(failed)} ok, {len(failed)} not ok"
               + (f" ({', '.join(r['run_id'] + ': ' + r['status'] for r in failed)})" if failed else "")
+              + (f"; {len(repeats)} of the ok runs are another arm's run with the same command, recorded from it "
+                 f"(`same_as`), not run twice" if repeats else "")
               + "; wall time of the runs, summed (with --jobs they overlap): "
               f"{sum(r['wall_s'] or 0 for r in rows) / 60:.1f} min.", ""]
     if planned is not None:

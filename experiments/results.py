@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 FIELDS = ["study", "run_id", "stage", "arm", "x", "target", "fraction", "seed", "upstream_seed", "metric", "value",
-          "step", "wall_s", "status", "log_dir", "finished"]
+          "step", "wall_s", "status", "log_dir", "finished", "same_as"]
 
 
 class Results:
@@ -93,7 +93,8 @@ UPSTREAM_FIELDS = ["run_id", "arm", "seed", "task", "metric", "value"]
 def collect(rows: list[dict], stage: str, path: Path, fields: list[str], read) -> list[dict]:
     """The points `read(row, log_dir)` gives for each finished run of `stage`, from its TensorBoard folder, or, where
     that folder is gone (a CSV copied elsewhere, e.g. committed beside a report), the run's points kept in the CSV at
-    `path`; the CSV is then rewritten with all of them, so what is drawn from it can be redrawn from it alone."""
+    `path` (or those of the run it repeats); the CSV is then rewritten with all of them, so what is drawn from it can
+    be redrawn from it alone."""
     kept: dict[str, list[dict]] = {}
     if path.exists():
         with path.open(newline="") as f:
@@ -104,7 +105,9 @@ def collect(rows: list[dict], stage: str, path: Path, fields: list[str], read) -
         if row["stage"] != stage or row["status"] != "ok":
             continue
         log_dir = Path(row["log_dir"]) if row.get("log_dir") else None
-        out += (read(row, log_dir) if log_dir and log_dir.is_dir() else []) or kept.get(row["run_id"], [])
+        repeated = [{**point, "run_id": row["run_id"], "arm": row["arm"]} for point in kept.get(row.get("same_as"), [])]
+        out += ((read(row, log_dir) if log_dir and log_dir.is_dir() else []) or kept.get(row["run_id"], [])
+                or repeated)  # a run recorded from the one it repeats (`same_as`) has that run's points
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fields)

@@ -79,6 +79,7 @@ def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
     for row in results.rows.values():
         if row["status"] == "ok":
             walls.setdefault(row["stage"], []).append(float(row["wall_s"]))
+    todo = [r for r in todo if not r.same_as]  # recorded from the run it repeats, in no time
     timed = [r for r in todo if r.stage in walls]
     seconds = sum(sum(walls[r.stage]) / len(walls[r.stage]) for r in timed)
     untimed = [r for r in todo if r.stage not in walls]
@@ -110,9 +111,16 @@ def progress(run: Run, run_dir: Path, elapsed: float) -> str:
 
 def next_runnable(pending: list[Run], active: list[Run], exports: dict[str, Path]) -> Run | None:
     """The first pending run that need not wait: no upstream, or its upstream's export exists, or its upstream will
-    not run any more (it failed: the run is then recorded as skipped). None while every pending run waits."""
+    not run any more (it failed: the run is then recorded as skipped); a run that repeats another (`same_as`) once
+    that one has ended. None while every pending run waits."""
     coming = {r.run_id for r in [*pending, *active] if r.stage == "upstream"}
-    return next((r for r in pending if not r.upstream or r.upstream in exports or r.upstream not in coming), None)
+    unfinished = {r.run_id for r in [*pending, *active]}
+
+    def ready(run: Run) -> bool:
+        if run.same_as:
+            return run.same_as not in unfinished
+        return not run.upstream or run.upstream in exports or run.upstream not in coming
+    return next((r for r in pending if ready(r)), None)
 
 
 def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
@@ -125,6 +133,7 @@ def select(runs: list[Run], patterns: list[str] | None) -> list[Run]:
     if unmatched:
         raise ValueError(f"--only: no run id matches {unmatched} (--dry-run lists the ids, e.g. {runs[-1].run_id})")
     chosen = {r.run_id for r in runs if any(fnmatch.fnmatchcase(r.run_id, p) for p in patterns)}
+    chosen |= {r.same_as for r in runs if r.run_id in chosen and r.same_as}
     chosen |= {r.upstream for r in runs if r.run_id in chosen and r.upstream}
     return [r for r in runs if r.run_id in chosen]
 
@@ -145,7 +154,7 @@ def to_do(runs: list[Run], results: Results, metrics: dict[str, str], exports: d
     """The runs still to run: those not finished with the metric the study reads (`metric_of`), and a finished
     upstream run whose export is gone only if a fine-tuning run still to run starts from it."""
     left = {r.run_id for r in runs if not results.done(r.run_id, metric_of(r, metrics))}
-    needed = {r.upstream for r in runs if r.run_id in left and r.upstream}
+    needed = {r.upstream for r in runs if r.run_id in left and r.upstream and not r.same_as}
     return [r for r in runs if r.run_id in left or (r.run_id in needed and r.run_id not in exports)]
 
 
@@ -205,6 +214,10 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
                 if run is None:
                     break
                 pending.remove(run)
+                if run.same_as:
+                    finished += 1
+                    log(f"[{finished}/{len(todo)} done] {run.run_id}: " + record_repeat(run, results, study, metrics))
+                    continue
                 args = list(run.args)
                 if run.upstream and run.upstream not in exports:
                     results.record({"study": study.name, **vars(run), "status": f"skipped (upstream {run.upstream} "
@@ -248,6 +261,20 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
             job.stop()
         raise
     return folder
+
+
+def record_repeat(run: Run, results: Results, study: Study, metrics: dict[str, str]) -> str:
+    """Record a run that repeats another (`Run.same_as`) with that run's result (its value, step and log folder, no
+    wall time of its own), or as skipped if that run did not finish; returns what happened, for the log."""
+    if not results.done(run.same_as, metric_of(run, metrics)):
+        status = f"skipped (the same run as {run.same_as}, which did not finish)"
+        results.record({"study": study.name, **vars(run), "status": status,
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        return status
+    original = results.rows[run.same_as]
+    results.record({**original, **{k: v for k, v in vars(run).items() if k in ("run_id", "arm", "x", "same_as")},
+                    "wall_s": 0, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return f"the same run as {run.same_as}: its result recorded, {float(original['value']):.4f}"
 
 
 def write_report(study: Study, folder: Path, command: str) -> Path:

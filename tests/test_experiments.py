@@ -540,3 +540,72 @@ def test_an_ablation_is_paired_with_the_arm_it_varies_by_fine_tuning_and_upstrea
     assert "| t | 1 | all | 3 | 2 | 0.100 | 0.007 |" in text and "| t | 1 | homogeneous | 2 | 2 |" not in text
     with pytest.raises(ValueError, match=r"compare 'homogeneous: everything': \['everything'\] not among the arms"):
         Study(**{**dataclasses.asdict(study), "compare": {"homogeneous": "everything"}}).check("x.yaml")
+
+
+def test_an_arm_that_repeats_another_arms_run_is_recorded_from_it_not_run_twice(tmp_path, monkeypatch):
+    """Two arms starting from one upstream mix on one target (the task-count curve's 1-task mix and the best
+    intermediate task, when that task is the first of the mix) plan the same train.py command: the later one names
+    the earlier in `same_as`, never starts a process, and gets the earlier's result under its own id (no wall time
+    of its own); selecting only the repeat runs the original first. Its curve is the original's."""
+    study = Study(name="fake", output=str(tmp_path), targets=["demo_sentiment"], seeds=[0, 1],
+                  upstream={"mix": {"tasks": ["demo_rating"]}},
+                  arms={"baseline": {}, "muppet": {"init_from": "mix"}, "again": {"init_from": "mix", "x": 1}})
+    runs = {r.run_id: r for r in plan(study, [])}
+    assert runs["ft-again-demo_sentiment-f1-s0"].same_as == "ft-muppet-demo_sentiment-f1-s0"
+    assert all(r.same_as is None for r in runs.values() if not r.run_id.startswith("ft-again"))
+    assert [r.run_id for r in runner.select(list(runs.values()), ["ft-again-*-s1"])] == [
+        "up-mix", "ft-muppet-demo_sentiment-f1-s1", "ft-again-demo_sentiment-f1-s1"]
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    lines: list[str] = []
+    runner.sweep(study, jobs=2, log=lines.append, only=["ft-again-*-s1"])
+    assert calls == ["up-mix", "ft-muppet-demo_sentiment-f1-s1"]  # the repeat waited for the original
+    assert any("ft-again-demo_sentiment-f1-s1: the same run as ft-muppet-demo_sentiment-f1-s1" in line
+               for line in lines)
+    rows = Results(tmp_path / "fake" / "results.csv").rows
+    again, muppet = rows["ft-again-demo_sentiment-f1-s1"], rows["ft-muppet-demo_sentiment-f1-s1"]
+    assert (again["status"], again["value"], again["log_dir"], again["wall_s"]) == (
+        "ok", muppet["value"], muppet["log_dir"], "0")
+    assert (again["arm"], again["x"], again["same_as"]) == ("again", "1", "ft-muppet-demo_sentiment-f1-s1")
+    calls.clear()
+    runner.sweep(study, log=lambda *_: None)  # the rest: seed 0's repeat too, and again nothing runs twice
+    assert "ft-again-demo_sentiment-f1-s0" not in calls and calls == [
+        "ft-baseline-demo_sentiment-f1-s0", "ft-muppet-demo_sentiment-f1-s0", "ft-baseline-demo_sentiment-f1-s1"]
+    assert Results(tmp_path / "fake" / "results.csv").done("ft-again-demo_sentiment-f1-s0")
+    text = runner.write_report(study, tmp_path / "fake", "cmd").read_text()
+    assert "2 of the ok runs are another arm's run with the same command" in text
+    assert "| demo_sentiment | accuracy | 1 | again | 2 |" in text
+
+
+@pytest.mark.slow  # sweeps of runner processes
+def test_a_repeat_whose_original_failed_is_skipped_and_runs_with_it_next_time(tmp_path, monkeypatch):
+    study = Study(name="fake", output=str(tmp_path), targets=["demo_sentiment"], seeds=[0],
+                  upstream={"mix": {"tasks": ["demo_rating"]}},
+                  arms={"muppet": {"init_from": "mix"}, "again": {"init_from": "mix"}})
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls, fail={"ft-muppet-demo_sentiment-f1-s0"}))
+    runner.sweep(study, log=lambda *_: None)
+    rows = Results(tmp_path / "fake" / "results.csv").rows
+    assert rows["ft-again-demo_sentiment-f1-s0"]["status"] == (
+        "skipped (the same run as ft-muppet-demo_sentiment-f1-s0, which did not finish)")
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    runner.sweep(study, log=lambda *_: None)
+    assert calls == ["up-mix", "ft-muppet-demo_sentiment-f1-s0", "ft-muppet-demo_sentiment-f1-s0"]
+    assert Results(tmp_path / "fake" / "results.csv").done("ft-again-demo_sentiment-f1-s0")
+
+
+def test_a_repeat_gets_its_originals_curve_from_the_committed_curves_csv(tmp_path):
+    """A committed copy has no TensorBoard folders: a repeat's curve is drawn from the kept points of the run it
+    repeats, under its own id and arm, and kept in the CSV from then on."""
+    from experiments.results import collect_curves
+    path = tmp_path / "curves.csv"
+    path.write_text("run_id,arm,target,fraction,seed,upstream_seed,metric,step,value\n"
+                    "ft-a-t-f1-s0,a,t,1.0,0,0,accuracy,49,0.7\nft-a-t-f1-s0,a,t,1.0,0,0,accuracy,99,0.8\n")
+    row = {"stage": "finetune", "status": "ok", "log_dir": str(tmp_path / "gone"), "target": "t", "metric": "accuracy"}
+    rows = [{**row, "run_id": "ft-a-t-f1-s0", "arm": "a", "same_as": ""},
+            {**row, "run_id": "ft-b-t-f1-s0", "arm": "b", "same_as": "ft-a-t-f1-s0"}]
+    curves = collect_curves(rows, path)
+    assert [(c["run_id"], c["arm"], c["step"], c["value"]) for c in curves] == [
+        ("ft-a-t-f1-s0", "a", 49, 0.7), ("ft-a-t-f1-s0", "a", 99, 0.8),
+        ("ft-b-t-f1-s0", "b", 49, 0.7), ("ft-b-t-f1-s0", "b", 99, 0.8)]
+    assert collect_curves(rows[1:], path) == curves[2:]  # kept under its own id
