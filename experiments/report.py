@@ -284,12 +284,15 @@ def figure(study: Study, rows: list[dict]):
             ax.set_xlabel("fraction of the target's training data")
         elif kind == "tasks":
             for f in fractions:
-                points = sorted((study.arms[a]["x"], *mean_std(data[target, f, a].values())) for a in study.arms
-                                if study.arms[a].get("x") is not None and (target, f, a) in data)
+                points = sorted((study.arms[a]["x"], *mean_std(data[target, f, a].values()), len(data[target, f, a]))
+                                for a in study.arms if study.arms[a].get("x") is not None and (target, f, a) in data)
                 if points:
-                    x, y, e = zip(*points)
+                    x, y, e, n = zip(*points)
                     ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=f"{f:.0%} of the data")
-            ax.set_xlabel("pre-finetuning tasks (0 = no pre-finetuning)")
+                    for xi, yi, ni in zip(x, y, n):  # points may average different numbers of seeds
+                        ax.annotate(f"n={ni}", (xi, yi), textcoords="offset points", xytext=(0, -12), fontsize=6,
+                                    ha="center")
+            ax.set_xlabel("pre-finetuning tasks (0: none; n: seeds averaged)")
         else:
             arms = [a for a in study.arms if any((target, f, a) in data for f in fractions)]
             width = 0.8 / max(1, len(arms))
