@@ -77,7 +77,7 @@ def eta(results: Results, todo: list[Run], jobs: int = 1) -> str:
     with no finished run yet are counted apart."""
     walls: dict[str, list[float]] = {}
     for row in results.rows.values():
-        if row["status"] == "ok":
+        if row["status"] == "ok" and not row.get("same_as"):  # a repeat took no time of its own
             walls.setdefault(row["stage"], []).append(float(row["wall_s"]))
     todo = [r for r in todo if not r.same_as]  # recorded from the run it repeats, in no time
     timed = [r for r in todo if r.stage in walls]

@@ -609,3 +609,11 @@ def test_a_repeat_gets_its_originals_curve_from_the_committed_curves_csv(tmp_pat
         ("ft-a-t-f1-s0", "a", 49, 0.7), ("ft-a-t-f1-s0", "a", 99, 0.8),
         ("ft-b-t-f1-s0", "b", 49, 0.7), ("ft-b-t-f1-s0", "b", 99, 0.8)]
     assert collect_curves(rows[1:], path) == curves[2:]  # kept under its own id
+
+
+def test_time_left_is_estimated_from_runs_that_ran_not_from_repeats_recorded_in_no_time(tmp_path):
+    results = Results(tmp_path / "results.csv")
+    results.record({"run_id": "ft-a", "stage": "finetune", "status": "ok", "wall_s": 600})
+    results.record({"run_id": "ft-b", "stage": "finetune", "status": "ok", "wall_s": 0, "same_as": "ft-a"})
+    todo = [Run("ft-c", "finetune", "c", "t", 1.0, 0, ()), Run("ft-d", "finetune", "d", "t", 1.0, 0, (), same_as="ft-c")]
+    assert runner.eta(results, todo) == "10.0 min"  # ft-c at ft-a's pace; ft-d will be recorded from it
