@@ -105,9 +105,9 @@ def collect(rows: list[dict], stage: str, path: Path, fields: list[str], read) -
         if row["stage"] != stage or row["status"] != "ok":
             continue
         log_dir = Path(row["log_dir"]) if row.get("log_dir") else None
-        repeated = [{**point, "run_id": row["run_id"], "arm": row["arm"]} for point in kept.get(row.get("same_as"), [])]
         out += ((read(row, log_dir) if log_dir and log_dir.is_dir() else []) or kept.get(row["run_id"], [])
-                or repeated)  # a run recorded from the one it repeats (`same_as`) has that run's points
+                or [{**point, "run_id": row["run_id"], "arm": row["arm"]}  # a repeat (`same_as`): its original's
+                    for point in kept.get(row.get("same_as"), [])])
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fields)
