@@ -154,8 +154,16 @@ def to_do(runs: list[Run], results: Results, metrics: dict[str, str], exports: d
     """The runs still to run: those not finished with the metric the study reads (`metric_of`), and a finished
     upstream run whose export is gone only if a fine-tuning run still to run starts from it."""
     left = {r.run_id for r in runs if not results.done(r.run_id, metric_of(r, metrics))}
+    left |= {r.run_id for r in runs if r.same_as and (r.same_as in left or stale_repeat(r, results))}
     needed = {r.upstream for r in runs if r.run_id in left and r.upstream and not r.same_as}
     return [r for r in runs if r.run_id in left or (r.run_id in needed and r.run_id not in exports)]
+
+
+def stale_repeat(run: Run, results: Results) -> bool:
+    """A repeat (`Run.same_as`) recorded with another result than its original has now (the original ran again
+    after the repeat was recorded): it is recorded again."""
+    mine, original = results.rows.get(run.run_id, {}), results.rows.get(run.same_as, {})
+    return any(mine.get(k) != original.get(k) for k in ("metric", "value", "step", "log_dir"))
 
 
 def parts_done(study: Study, runs: list[Run], results: Results, metrics: dict[str, str], jobs: int = 1) -> list[str]:
@@ -198,6 +206,9 @@ def sweep(study: Study, max_runs: int | None = None, dry_run: bool = False, jobs
             log(f"{run.run_id}: finished earlier, but its export {export_dir(results.rows[run.run_id])} is gone: "
                 f"pre-finetuned again (same seed) and its row replaced; keep the run folders of pre-finetuning runs "
                 f"between sittings")
+        elif run.same_as and results.done(run.run_id):
+            log(f"{run.run_id}: recorded earlier from {run.same_as}, which has run again since (or runs now): "
+                f"recorded again from it")
         elif results.done(run.run_id):
             log(f"{run.run_id}: finished earlier, judged by {results.rows[run.run_id]['metric']}; the study now reads "
                 f"{metric_of(run, metrics)}: run again and its row replaced")

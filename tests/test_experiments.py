@@ -594,6 +594,34 @@ def test_a_repeat_whose_original_failed_is_skipped_and_runs_with_it_next_time(tm
     assert Results(tmp_path / "fake" / "results.csv").done("ft-again-demo_sentiment-f1-s0")
 
 
+
+def test_a_repeat_is_recorded_again_when_its_original_runs_again(tmp_path, monkeypatch):
+    """A repeat keeps its original's result only while the original keeps it: an original run again in a later
+    sitting (here with `--only` on it alone) or to be run again now (its row gone) has the repeat recorded again."""
+    study = Study(name="fake", output=str(tmp_path), targets=["demo_sentiment"], seeds=[0],
+                  upstream={"mix": {"tasks": ["demo_rating"]}},
+                  arms={"muppet": {"init_from": "mix"}, "again": {"init_from": "mix"}})
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "Job", fake_jobs(calls))
+    runner.sweep(study, log=lambda *_: None)
+    path = tmp_path / "fake" / "results.csv"
+    original, repeat = "ft-muppet-demo_sentiment-f1-s0", "ft-again-demo_sentiment-f1-s0"
+    results = Results(path)
+    results.record({**results.rows[original], "value": "0.9", "log_dir": str(tmp_path / "elsewhere")})
+    lines: list[str] = []
+    runner.sweep(study, log=lines.append)
+    assert calls == ["up-mix", original]  # nothing ran again: the repeat took the original's new result
+    assert (Results(path).rows[repeat]["value"], Results(path).rows[repeat]["log_dir"]) == (
+        "0.9", str(tmp_path / "elsewhere"))
+    assert any(f"{repeat}: recorded earlier from {original}, which has run again" in line for line in lines)
+    results = Results(path)
+    del results.rows[original]
+    results.record(results.rows[repeat])  # rewrites the CSV without the original's row
+    runner.sweep(study, log=lambda *_: None)
+    assert calls == ["up-mix", original, original]
+    rows = Results(path).rows
+    assert rows[repeat]["value"] == rows[original]["value"] == "0.5"  # the original's new result, not 0.9
+
 def test_a_repeat_gets_its_originals_curve_from_the_committed_curves_csv(tmp_path):
     """A committed copy has no TensorBoard folders: a repeat's curve is drawn from the kept points of the run it
     repeats, under its own id and arm, and kept in the CSV from then on."""
