@@ -594,7 +594,6 @@ def test_a_repeat_whose_original_failed_is_skipped_and_runs_with_it_next_time(tm
     assert Results(tmp_path / "fake" / "results.csv").done("ft-again-demo_sentiment-f1-s0")
 
 
-
 def test_a_repeat_is_recorded_again_when_its_original_runs_again(tmp_path, monkeypatch):
     """A repeat keeps its original's result only while the original keeps it: an original run again in a later
     sitting (here with `--only` on it alone) or to be run again now (its row gone) has the repeat recorded again."""
@@ -622,6 +621,7 @@ def test_a_repeat_is_recorded_again_when_its_original_runs_again(tmp_path, monke
     rows = Results(path).rows
     assert rows[repeat]["value"] == rows[original]["value"] == "0.5"  # the original's new result, not 0.9
 
+
 def test_a_repeat_gets_its_originals_curve_from_the_committed_curves_csv(tmp_path):
     """A committed copy has no TensorBoard folders: a repeat's curve is drawn from the kept points of the run it
     repeats, under its own id and arm, and kept in the CSV from then on."""
@@ -643,5 +643,6 @@ def test_time_left_is_estimated_from_runs_that_ran_not_from_repeats_recorded_in_
     results = Results(tmp_path / "results.csv")
     results.record({"run_id": "ft-a", "stage": "finetune", "status": "ok", "wall_s": 600})
     results.record({"run_id": "ft-b", "stage": "finetune", "status": "ok", "wall_s": 0, "same_as": "ft-a"})
-    todo = [Run("ft-c", "finetune", "c", "t", 1.0, 0, ()), Run("ft-d", "finetune", "d", "t", 1.0, 0, (), same_as="ft-c")]
+    todo = [Run("ft-c", "finetune", "c", "t", 1.0, 0, ()),
+            Run("ft-d", "finetune", "d", "t", 1.0, 0, (), same_as="ft-c")]
     assert runner.eta(results, todo) == "10.0 min"  # ft-c at ft-a's pace; ft-d will be recorded from it
